@@ -1,0 +1,178 @@
+"""The only place engines are built: `create_engine`, `create_async_engine` and the lazy defaults."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
+
+from appdb.settings import DatabaseSettings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = [
+    "create_async_engine",
+    "create_engine",
+    "get_async_engine",
+    "get_engine",
+    "reset_engines",
+]
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_async_engine: AsyncEngine | None = None
+
+
+def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """Connection parameters for psycopg: timeouts and the name shown in pg_stat_activity."""
+    connect_args: dict[str, Any] = {
+        "connect_timeout": settings.connect_timeout,
+        "application_name": settings.application_name,
+    }
+    # Merge rather than replace: a URL may already carry ?options=-c...
+    options = [str(settings.database_url.query.get("options", ""))]
+    if settings.statement_timeout:
+        options.append(f"-c statement_timeout={settings.statement_timeout}")
+    if joined := " ".join(option for option in options if option):
+        connect_args["options"] = joined
+    return connect_args
+
+
+def _engine_arguments(settings: DatabaseSettings) -> dict[str, Any]:
+    """Keyword arguments for SQLAlchemy's engine constructors, shared by sync and async."""
+    arguments: dict[str, Any] = {
+        "echo": settings.echo,
+        "pool_pre_ping": settings.pool_pre_ping,
+        # Statement parameters can hold password hashes and personal data: keep them out of
+        # logs and exception messages.
+        "hide_parameters": True,
+    }
+    if settings.is_postgresql:
+        arguments |= {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "pool_timeout": settings.pool_timeout,
+            "pool_recycle": settings.pool_recycle,
+            "connect_args": _postgresql_connect_args(settings),
+        }
+    else:
+        arguments["connect_args"] = {
+            "timeout": settings.sqlite_busy_timeout,
+            # FastAPI runs sync routes in a thread pool; the pool already keeps one
+            # connection per checkout, so SQLite's same-thread guard only gets in the way.
+            "check_same_thread": False,
+        }
+    return arguments
+
+
+def _enable_sqlite_foreign_keys(sync_engine: Engine) -> None:
+    """SQLite ignores foreign keys unless each connection asks for them."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+
+def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> Engine:
+    """Build a synchronous engine from settings.
+
+    Args:
+        settings: The settings to use; `get_settings()` when omitted.
+        **kwargs: Extra `sqlalchemy.create_engine` arguments, overriding appdb's.
+
+    Returns:
+        A new engine. It does not connect until first used.
+    """
+    settings = settings or get_settings()
+    engine = sqlalchemy.create_engine(
+        settings.database_url, **(_engine_arguments(settings) | kwargs)
+    )
+    if settings.is_sqlite:
+        _enable_sqlite_foreign_keys(engine)
+    return engine
+
+
+def _async_url(url: URL) -> URL:
+    """The same database through an asyncio driver (psycopg 3 is both; SQLite needs aiosqlite)."""
+    if url.get_backend_name() == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    return url
+
+
+def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> AsyncEngine:
+    """Build an asyncio engine from the same settings as `create_engine`.
+
+    Args:
+        settings: The settings to use; `get_settings()` when omitted.
+        **kwargs: Extra `sqlalchemy.ext.asyncio.create_async_engine` arguments.
+
+    Returns:
+        A new async engine. It does not connect until first used.
+    """
+    settings = settings or get_settings()
+    engine = _sa_create_async_engine(
+        _async_url(settings.database_url), **(_engine_arguments(settings) | kwargs)
+    )
+    if settings.is_sqlite:
+        _enable_sqlite_foreign_keys(engine.sync_engine)
+    return engine
+
+
+def get_engine() -> Engine:
+    """Return the process-wide engine, built from `get_settings()` on first call.
+
+    Returns:
+        The default engine that `SessionLocal` binds to.
+    """
+    global _engine  # noqa: PLW0603 - a lazily built process-wide default
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = create_engine()
+    return _engine
+
+
+def get_async_engine() -> AsyncEngine:
+    """Return the process-wide async engine, built from `get_settings()` on first call.
+
+    Returns:
+        The default engine that `AsyncSessionLocal` binds to.
+    """
+    global _async_engine  # noqa: PLW0603 - a lazily built process-wide default
+    if _async_engine is None:
+        with _lock:
+            if _async_engine is None:
+                _async_engine = create_async_engine()
+    return _async_engine
+
+
+def reset_engines(*, close: bool = True) -> None:
+    """Dispose of the default engines so that the next use builds them again.
+
+    Call it in tests after changing settings, and in a child process after `fork()` with
+    ``close=False`` (the parent still owns the sockets). It also forgets the cached settings.
+    Async connections cannot be closed from synchronous code: await
+    ``get_async_engine().dispose()`` first for a clean shutdown.
+
+    Args:
+        close: Close pooled connections (``False``: only forget them).
+    """
+    global _engine, _async_engine  # noqa: PLW0603 - see get_engine
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=close)
+        if _async_engine is not None:
+            _async_engine.sync_engine.dispose(close=False)
+        _engine = None
+        _async_engine = None
+    get_settings.cache_clear()

@@ -1,0 +1,160 @@
+"""Pydantic schemas for APIs: what clients send (`*Create`, `*Update`) and get back (`*Read`).
+
+Table models skip validation, so input from strangers goes through these first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from appdb.models.message import MessageLimits
+from appdb.models.user import TELEGRAM_ID_MAX, UserLimits
+
+__all__ = [
+    "MessageCreate",
+    "MessageRead",
+    "TelegramUserId",
+    "UserCreate",
+    "UserRead",
+    "UserUpdate",
+]
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; reject it here instead of failing in the driver.
+    if "\x00" in value:
+        msg = "must not contain NUL characters"
+        raise ValueError(msg)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        msg = "must not be empty or only whitespace"
+        raise ValueError(msg)
+    return value
+
+
+def _lower(value: str) -> str:
+    return value.lower()
+
+
+Username = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=3,
+        max_length=UserLimits.USERNAME,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    ),
+]
+Email = Annotated[EmailStr, StringConstraints(max_length=UserLimits.EMAIL), AfterValidator(_lower)]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    AfterValidator(_no_nul),
+]
+FullName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=UserLimits.FULL_NAME),
+    AfterValidator(_no_nul),
+]
+Bio = Annotated[
+    str,
+    StringConstraints(max_length=UserLimits.BIO),
+    AfterValidator(_no_nul),
+]
+Content = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MessageLimits.CONTENT),
+    AfterValidator(_no_nul),
+    AfterValidator(_not_blank),
+]
+ConversationId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MessageLimits.CONVERSATION_ID),
+    AfterValidator(_no_nul),
+]
+TelegramUserId = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
+"""A Telegram user id: positive and within a signed 64-bit integer."""
+Id = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
+
+
+class UserCreate(BaseModel):
+    """A registration: the only schema that carries a plain password, which is never stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    email: Email
+    password: Password = Field(repr=False)
+    full_name: FullName | None = None
+    bio: Bio | None = None
+
+
+class UserUpdate(BaseModel):
+    """A partial profile update; unset fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email | None = None
+    full_name: FullName | None = None
+    bio: Bio | None = None
+    password: Password | None = Field(default=None, repr=False)
+
+
+class UserRead(BaseModel):
+    """A user as an API returns it; it has no field for the password hash."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str | None
+    email: str | None
+    full_name: str | None
+    bio: str | None
+    is_active: bool
+    is_superuser: bool
+    telegram_user_id: int | None
+    telegram_username: str | None
+    first_name: str | None
+    last_name: str | None
+    language_code: str | None
+    is_premium: bool | None
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+
+
+class MessageCreate(BaseModel):
+    """A message to send; the sender is whoever is authenticated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient_id: Id
+    content: Content
+    parent_id: Id | None = None
+    conversation_id: ConversationId | None = None
+
+
+class MessageRead(BaseModel):
+    """A message as an API returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    sender_id: int
+    recipient_id: int
+    content: str
+    is_read: bool
+    parent_id: int | None
+    conversation_id: str | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,75 @@
+"""The `users` table: a web account, a Telegram identity, or both in one row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, Text, false, true
+from sqlmodel import Field
+
+from appdb.models.base import AppDBModel, TimestampMixin
+from appdb.models.types import BigIntegerPK, UTCDateTime
+
+__all__ = ["TELEGRAM_ID_MAX", "User", "UserLimits"]
+
+TELEGRAM_ID_MAX = 2**63 - 1
+"""The largest Telegram id a BIGINT column holds."""
+
+
+class UserLimits:
+    """Column lengths, shared by the table and the schemas that validate input for it."""
+
+    USERNAME = 64
+    EMAIL = 320
+    HASHED_PASSWORD = 255
+    FULL_NAME = 128
+    BIO = 1000
+    TELEGRAM_USERNAME = 32
+    FIRST_NAME = 64
+    LAST_NAME = 64
+    LANGUAGE_CODE = 35
+
+
+class User(AppDBModel, TimestampMixin, table=True):
+    """A person: a web account (username, email, password hash), a Telegram user, or both."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(
+            "username IS NOT NULL OR email IS NOT NULL OR telegram_user_id IS NOT NULL",
+            name="has_identity",
+        ),
+        CheckConstraint("email = lower(email)", name="email_lowercase"),
+        CheckConstraint("telegram_user_id > 0", name="telegram_user_id_positive"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntegerPK)
+
+    username: str | None = Field(default=None, max_length=UserLimits.USERNAME, unique=True)
+    email: str | None = Field(default=None, max_length=UserLimits.EMAIL, unique=True)
+    hashed_password: str | None = Field(
+        default=None, max_length=UserLimits.HASHED_PASSWORD, repr=False
+    )
+    full_name: str | None = Field(default=None, max_length=UserLimits.FULL_NAME)
+    bio: str | None = Field(default=None, sa_type=Text)
+    is_active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    is_superuser: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+
+    telegram_user_id: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    telegram_username: str | None = Field(default=None, max_length=UserLimits.TELEGRAM_USERNAME)
+    first_name: str | None = Field(default=None, max_length=UserLimits.FIRST_NAME)
+    last_name: str | None = Field(default=None, max_length=UserLimits.LAST_NAME)
+    language_code: str | None = Field(default=None, max_length=UserLimits.LANGUAGE_CODE)
+    is_premium: bool | None = Field(default=None)
+
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    @property
+    def display_name(self) -> str:
+        """How to address the user: username, else Telegram handle, else names, else ``User<id>``."""
+        if self.username:
+            return self.username
+        if self.telegram_username:
+            return f"@{self.telegram_username}"
+        names = " ".join(part for part in (self.first_name, self.last_name) if part)
+        return names or self.full_name or f"User{self.id}"

@@ -1,0 +1,148 @@
+"""Fixtures: a fresh database per test on SQLite and on PostgreSQL, and a clean appdb state."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlmodel import Session
+
+from appdb import DatabaseSettings, create_engine, metadata, reset_engines
+from appdb.session import AsyncSessionLocal, SessionLocal
+
+BACKENDS = ["sqlite", "postgresql"]
+ADMIN_URL_VARIABLE = "APPDB_TEST_DATABASE_URL"
+
+
+def _start_testcontainer() -> Iterator[URL] | None:
+    """PostgreSQL in Docker when the variable is unset and a Docker engine answers."""
+    try:
+        import docker  # noqa: PLC0415 - optional, only with the tests extra and Docker
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        docker.from_env().ping()
+    except Exception:  # noqa: BLE001 - any failure means "no Docker here"
+        return None
+
+    def run() -> Iterator[URL]:
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
+            yield make_url(container.get_connection_url()).set(database="postgres")
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def postgresql_admin_url() -> Iterator[URL]:
+    """An admin URL of a PostgreSQL server on which tests may create and drop databases."""
+    raw = os.environ.get(ADMIN_URL_VARIABLE)
+    if raw:
+        url = DatabaseSettings(url=raw).database_url
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect():
+                pass
+        except sa.exc.OperationalError as exc:
+            pytest.fail(
+                f"{ADMIN_URL_VARIABLE} is set but PostgreSQL is unreachable: "
+                f"{type(exc.orig).__name__} at {url.host}:{url.port}"
+            )
+        finally:
+            engine.dispose()
+        yield url
+        return
+    container = _start_testcontainer()
+    if container is not None:
+        yield from container
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must test PostgreSQL: set {ADMIN_URL_VARIABLE}")
+    pytest.skip(f"PostgreSQL tests skipped: set {ADMIN_URL_VARIABLE} or start Docker")
+
+
+def create_postgresql_database(admin_url: URL) -> URL:
+    """Create an empty database with a unique name and return its URL."""
+    name = f"appdb_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return admin_url.set(database=name)
+
+
+def drop_postgresql_database(admin_url: URL, url: URL) -> None:
+    """Drop a database made by `create_postgresql_database`, whoever is still connected."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test: every model and session test runs on both."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
+    """The URL of a fresh, empty database that is removed after the test."""
+    if backend == "sqlite":
+        yield URL.create("sqlite", database=str(tmp_path / "test.sqlite3"))
+        return
+    admin_url: URL = request.getfixturevalue("postgresql_admin_url")
+    url = create_postgresql_database(admin_url)
+    try:
+        yield url
+    finally:
+        drop_postgresql_database(admin_url, url)
+
+
+@pytest.fixture
+def settings(database_url: URL) -> DatabaseSettings:
+    """Settings for the fresh database, with small pools."""
+    return DatabaseSettings(url=database_url, pool_size=2, max_overflow=2, application_name="appdb-tests")
+
+
+@pytest.fixture
+def engine(settings: DatabaseSettings) -> Iterator[sa.Engine]:
+    """An engine on the fresh database, with appdb's tables created."""
+    engine = create_engine(settings)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: sa.Engine) -> Iterator[Session]:
+    """A session on the fresh database."""
+    with Session(engine) as session:
+        yield session
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as FastAPI and aiogram do."""
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _clean_appdb_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test starts with no DATABASE_* variables, no .env, no cached settings or engines."""
+    for name in list(os.environ):
+        if name.startswith("DATABASE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    reset_engines()
+    SessionLocal.configure(bind=None)
+    AsyncSessionLocal.configure(bind=None)
+    yield
+    reset_engines()
+    SessionLocal.configure(bind=None)
+    AsyncSessionLocal.configure(bind=None)
+
+
