@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -105,7 +106,9 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 @pytest.fixture
 def settings(database_url: URL) -> DatabaseSettings:
     """Settings for the fresh database, with small pools."""
-    return DatabaseSettings(url=database_url, pool_size=2, max_overflow=2, application_name="appdb-tests")
+    return DatabaseSettings(
+        url=database_url, pool_size=2, max_overflow=2, application_name="appdb-tests"
+    )
 
 
 @pytest.fixture
@@ -146,3 +149,39 @@ def _clean_appdb_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     AsyncSessionLocal.configure(bind=None)
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class InstalledWheel(NamedTuple):
+    """A built wheel and the bin directory of a fresh venv it is installed in."""
+
+    wheel: Path
+    bin: Path
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    """Build appdb's wheel and install it in a fresh venv.
+
+    This is what users install: nothing from the source tree is importable from there.
+    """
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import venv  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO_ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("appdb-*.whl")
+    venv.create(root / "venv", with_pip=True)
+    bin_dir = root / "venv" / "bin"
+    subprocess.run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[aiosqlite]"],
+        check=True,
+        capture_output=True,
+    )
+    return InstalledWheel(wheel, bin_dir)

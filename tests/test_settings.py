@@ -152,7 +152,12 @@ def test_repr_and_str_hide_password() -> None:
     """Neither repr nor str nor a dump of the settings shows the password."""
     settings = DatabaseSettings(url=f"postgresql://app:{SECRET}@h/d")
     assert PASSWORD == settings.database_url.password
-    for text in (repr(settings), str(settings), str(settings.model_dump()), settings.model_dump_json()):
+    for text in (
+        repr(settings),
+        str(settings),
+        str(settings.model_dump()),
+        settings.model_dump_json(),
+    ):
         assert "s3cr" not in text
         assert "***" in text
 

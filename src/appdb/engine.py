@@ -1,4 +1,4 @@
-"""The only place engines are built: `create_engine`, `create_async_engine` and the lazy defaults."""
+"""The only place engines are built: `create_engine`, `create_async_engine`, lazy defaults."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ class _LazyAsyncSessionmaker(async_sessionmaker[AsyncSession]):
 # SQLAlchemy 2 sessions never autocommit; autoflush is off so that nothing reaches the
 # database before the caller asks for it.
 SessionLocal: sessionmaker[Session] = _LazySessionmaker(class_=Session, autoflush=False)
-"""Factory of SQLModel sessions, bound lazily to `get_engine()`; `configure(bind=...)` rebinds it."""
+"""Factory of SQLModel sessions, bound lazily to `get_engine()`; `configure(bind=...)` rebinds."""
 
 # Async code cannot lazy-load attributes expired by a commit, so they are kept.
 AsyncSessionLocal: async_sessionmaker[AsyncSession] = _LazyAsyncSessionmaker(

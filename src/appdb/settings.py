@@ -24,7 +24,9 @@ DEFAULT_SQLITE_FILENAME = "appdb.sqlite3"
 _ENV_PREFIX = "DATABASE_"
 _POSTGRESQL_DRIVER = "postgresql+psycopg"
 # Spellings users paste from Heroku, Render, docker-compose files, SQLAlchemy docs ...
-_POSTGRESQL_ALIASES = frozenset({"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg3"})
+_POSTGRESQL_ALIASES = frozenset(
+    {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg3"}
+)
 _SQLITE_ALIASES = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})
 
 
@@ -110,14 +112,22 @@ class DatabaseSettings(BaseSettings):
     echo: bool = Field(default=False, description="Log every SQL statement (debugging only).")
     pool_size: int = Field(default=5, ge=1, description="Connections kept open per process.")
     max_overflow: int = Field(default=10, ge=0, description="Extra connections under load.")
-    pool_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a free connection.")
+    pool_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a free connection."
+    )
     pool_recycle: int = Field(
-        default=1800, ge=-1, description="Replace connections older than this many seconds (-1: never)."
+        default=1800,
+        ge=-1,
+        description="Replace connections older than this many seconds (-1: never).",
     )
     pool_pre_ping: bool = Field(default=True, description="Test connections on checkout.")
-    connect_timeout: int = Field(default=10, ge=1, description="Seconds to wait for a new connection.")
+    connect_timeout: int = Field(
+        default=10, ge=1, description="Seconds to wait for a new connection."
+    )
     statement_timeout: int | None = Field(
-        default=None, ge=0, description="PostgreSQL statement_timeout in milliseconds (0 or unset: none)."
+        default=None,
+        ge=0,
+        description="PostgreSQL statement_timeout in milliseconds (0 or unset: none).",
     )
     application_name: str = Field(
         default="appdb",
@@ -125,7 +135,9 @@ class DatabaseSettings(BaseSettings):
         description="Shown in pg_stat_activity, so services can be told apart.",
     )
     sqlite_busy_timeout: float = Field(
-        default=5.0, ge=0, description="Seconds SQLite waits for a lock before 'database is locked'."
+        default=5.0,
+        ge=0,
+        description="Seconds SQLite waits for a lock before 'database is locked'.",
     )
 
     def __init__(self, **values: Any) -> None:

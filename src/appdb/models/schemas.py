@@ -78,7 +78,9 @@ Content = Annotated[
 ]
 ConversationId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MessageLimits.CONVERSATION_ID),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MessageLimits.CONVERSATION_ID
+    ),
     AfterValidator(_no_nul),
 ]
 TelegramUserId = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]

@@ -27,6 +27,7 @@ class UTCDateTime(types.TypeDecorator[datetime]):
 
     def coerce_compared_value(self, op: Any, value: Any) -> types.TypeEngine[Any]:
         """Compare against intervals as intervals (``created_at > now() - interval``)."""
+        del op
         if isinstance(value, timedelta):
             return types.Interval()
         return self

@@ -66,7 +66,7 @@ class User(AppDBModel, TimestampMixin, table=True):
 
     @property
     def display_name(self) -> str:
-        """How to address the user: username, else Telegram handle, else names, else ``User<id>``."""
+        """How to address the user: username, Telegram handle, names, else ``User<id>``."""
         if self.username:
             return self.username
         if self.telegram_username:

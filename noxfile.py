@@ -1,0 +1,60 @@
+"""Task runner: `nox -s tests`, `lint`, `typecheck`, `wheel`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+POSTGRESQL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _test_env() -> dict[str, str]:
+    return {
+        "APPDB_TEST_DATABASE_URL": os.environ.get("APPDB_TEST_DATABASE_URL", POSTGRESQL_ADMIN_URL)
+    }
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite on SQLite and PostgreSQL."""
+    session.install("-e", ".[tests]")
+    session.run("pytest", *session.posargs, env=_test_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff, lint and format."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Mypy --strict on src/."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the wheel, install it in this fresh venv and smoke-test it from outside the repo."""
+    session.install("build")
+    dist = Path(tempfile.mkdtemp())
+    session.run("python", "-m", "build", "--wheel", "--outdir", str(dist))
+    (built,) = dist.glob("appdb-*.whl")
+    session.install(f"{built}[aiosqlite]")
+    outside = tempfile.mkdtemp()
+    session.chdir(outside)
+    session.run(
+        "python",
+        "-c",
+        "import appdb; from appdb import get_db, SessionLocal, User, Message; "
+        "print(appdb.__version__)",
+    )

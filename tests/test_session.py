@@ -1,0 +1,137 @@
+"""SessionLocal, AsyncSessionLocal and the unit-of-work scopes, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlmodel import Session, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from appdb import (
+    AsyncSessionLocal,
+    DatabaseSettings,
+    SessionLocal,
+    User,
+    async_session_scope,
+    create_async_engine,
+    get_engine,
+    reset_engines,
+    session_scope,
+)
+from appdb.session import async_sessionmaker
+
+
+def _count_users(engine: sa.Engine) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(User)).one()
+
+
+def test_session_local_flags() -> None:
+    """SessionLocal makes SQLModel sessions that never autoflush; SA 2 sessions never autocommit."""
+    assert issubclass(SessionLocal.class_, Session)
+    assert SessionLocal.kw["autoflush"] is False
+    assert "autocommit" not in SessionLocal.kw
+    assert issubclass(AsyncSessionLocal.class_, AsyncSession)
+    assert (False, False) == (
+        AsyncSessionLocal.kw["autoflush"],
+        AsyncSessionLocal.kw["expire_on_commit"],
+    )
+
+
+def test_session_local_binds_lazily_to_settings(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, database_url: URL
+) -> None:
+    """With no set-up, SessionLocal() uses DATABASE_URL from the environment at first call."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    with SessionLocal() as session:
+        session.add(User(username="lazy"))
+        session.commit()
+        assert session.get_bind() is get_engine()
+    assert 1 == _count_users(engine)
+
+
+def test_session_local_is_rebuilt_after_reset(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """reset_engines makes SessionLocal follow changed settings."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'one.db'}")
+    with SessionLocal() as session:
+        first = session.get_bind()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'two.db'}")
+    reset_engines()
+    with SessionLocal() as session:
+        assert first is not session.get_bind()
+        assert str(tmp_path / "two.db") == session.get_bind().url.database
+
+
+def test_explicit_bind_wins(engine: sa.Engine) -> None:
+    """SessionLocal.configure(bind=...) or SessionLocal(bind=...) overrides the default."""
+    with SessionLocal(bind=engine) as session:
+        assert session.get_bind() is engine
+    SessionLocal.configure(bind=engine)
+    with SessionLocal() as session:
+        assert session.get_bind() is engine
+
+
+def test_session_scope_commits_on_success(engine: sa.Engine) -> None:
+    """What the block adds is committed when it ends."""
+    SessionLocal.configure(bind=engine)
+    with session_scope() as session:
+        session.add(User(username="kept"))
+    assert 1 == _count_users(engine)
+
+
+def test_session_scope_rolls_back_and_reraises(engine: sa.Engine) -> None:
+    """An exception rolls the work back and propagates."""
+    SessionLocal.configure(bind=engine)
+    with pytest.raises(RuntimeError, match="boom"), session_scope() as session:
+        session.add(User(username="lost"))
+        session.flush()
+        raise RuntimeError("boom")
+    assert 0 == _count_users(engine)
+    assert 0 == engine.pool.checkedout()
+
+
+def test_session_scope_closes(engine: sa.Engine) -> None:
+    """The connection goes back to the pool when the scope ends."""
+    SessionLocal.configure(bind=engine)
+    with session_scope() as session:
+        session.exec(select(User)).all()
+        assert 1 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()
+
+
+@pytest.mark.anyio
+async def test_async_scope_commits_and_rolls_back(
+    engine: sa.Engine, settings: DatabaseSettings
+) -> None:
+    """The async scope commits on success and rolls back on error, on both backends."""
+    async_engine = create_async_engine(settings)
+    factory = async_sessionmaker(async_engine, class_=AsyncSession, expire_on_commit=False)
+    async with async_session_scope(factory) as session:
+        session.add(User(telegram_user_id=42, first_name="Ann"))
+    with pytest.raises(ValueError, match="nope"):
+        async with async_session_scope(factory) as session:
+            session.add(User(telegram_user_id=43))
+            await session.flush()
+            raise ValueError("nope")
+    async with factory() as session:
+        ids = (await session.exec(select(User.telegram_user_id))).all()
+    await async_engine.dispose()
+    assert [42] == list(ids)
+
+
+@pytest.mark.anyio
+async def test_async_session_local_binds_lazily(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, database_url: URL
+) -> None:
+    """AsyncSessionLocal() with no set-up uses DATABASE_URL; objects stay loaded after commit."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    async with AsyncSessionLocal() as session:
+        user = User(username="async")
+        session.add(user)
+        await session.commit()
+        assert "async" == user.username  # expire_on_commit=False: no lazy load needed
+        bind = session.bind
+    assert bind is not None
+    await bind.dispose()
+    assert 1 == _count_users(engine)
