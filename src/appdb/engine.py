@@ -9,6 +9,7 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from appdb.settings import DatabaseSettings, get_settings
 
@@ -44,8 +45,14 @@ def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     return connect_args
 
 
-def _engine_arguments(settings: DatabaseSettings) -> dict[str, Any]:
-    """Keyword arguments for SQLAlchemy's engine constructors, shared by sync and async."""
+_POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout")
+
+
+def _engine_arguments(settings: DatabaseSettings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for SQLAlchemy's engine constructors, shared by sync and async.
+
+    `overrides` win; a pool class without a queue (``NullPool``) drops the sizing arguments.
+    """
     arguments: dict[str, Any] = {
         "echo": settings.echo,
         "pool_pre_ping": settings.pool_pre_ping,
@@ -68,6 +75,10 @@ def _engine_arguments(settings: DatabaseSettings) -> dict[str, Any]:
             # connection per checkout, so SQLite's same-thread guard only gets in the way.
             "check_same_thread": False,
         }
+    arguments |= overrides
+    if "poolclass" in overrides and not issubclass(overrides["poolclass"], QueuePool):
+        for name in _POOL_SIZING:
+            arguments.pop(name, None)
     return arguments
 
 
@@ -94,9 +105,7 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
         A new engine. It does not connect until first used.
     """
     settings = settings or get_settings()
-    engine = sqlalchemy.create_engine(
-        settings.database_url, **(_engine_arguments(settings) | kwargs)
-    )
+    engine = sqlalchemy.create_engine(settings.database_url, **_engine_arguments(settings, kwargs))
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine)
     return engine
@@ -121,7 +130,7 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     """
     settings = settings or get_settings()
     engine = _sa_create_async_engine(
-        _async_url(settings.database_url), **(_engine_arguments(settings) | kwargs)
+        _async_url(settings.database_url), **_engine_arguments(settings, kwargs)
     )
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine.sync_engine)

@@ -134,6 +134,11 @@ class DatabaseSettings(BaseSettings):
         max_length=63,
         description="Shown in pg_stat_activity, so services can be told apart.",
     )
+    ddl_lock_timeout: int = Field(
+        default=10_000,
+        ge=0,
+        description="PostgreSQL lock_timeout (ms) for migration DDL, so it never queues forever.",
+    )
     sqlite_busy_timeout: float = Field(
         default=5.0,
         ge=0,

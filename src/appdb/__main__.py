@@ -1,0 +1,5 @@
+"""`python -m appdb` is `appdb-migrate`."""
+
+from appdb.cli import run
+
+run()

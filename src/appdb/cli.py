@@ -1,0 +1,192 @@
+"""`appdb-migrate`: argument parsing and printing over `appdb.migrate`, nothing more.
+
+Exit codes: 0 success; 1 the operation failed or a check found a problem; 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import TYPE_CHECKING
+
+from appdb.exceptions import AppDBError, ConfigurationError
+from appdb.settings import DatabaseSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+PROG = "appdb-migrate"
+
+
+class _CheckFailed(AppDBError):
+    """A check found a problem: exit 1 with this message."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Bring a database to the schema this installed appdb expects.",
+        epilog="Exit codes: 0 success, 1 failure or check found a problem, 2 usage/configuration.",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database to migrate (default: DATABASE_URL, else the SQLite development file)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log Alembic's steps; tracebacks on errors"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def lock_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="wait at most this long for a concurrent migration (default 300)",
+        )
+
+    upgrade = commands.add_parser("upgrade", help="apply migrations up to REV (default head)")
+    upgrade.add_argument("revision", nargs="?", default="head", metavar="REV")
+    upgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
+    lock_option(upgrade)
+
+    downgrade = commands.add_parser("downgrade", help="undo migrations down to REV (or base)")
+    downgrade.add_argument("revision", metavar="REV")
+    downgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
+    lock_option(downgrade)
+
+    current = commands.add_parser("current", help="show the database's revision")
+    current.add_argument(
+        "--check", action="store_true", help="exit 1 unless the database is at this appdb's head"
+    )
+
+    commands.add_parser("history", help="list the bundled revisions, newest first")
+    commands.add_parser("heads", help="show the head revision this appdb ships")
+    commands.add_parser("check", help="exit 1 and list differences between models and database")
+
+    stamp = commands.add_parser("stamp", help="record REV as the revision without migrating")
+    stamp.add_argument("revision", metavar="REV")
+    lock_option(stamp)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> DatabaseSettings:
+    if args.database_url is not None:
+        return DatabaseSettings(url=args.database_url)
+    return DatabaseSettings()
+
+
+def _lock_kwargs(args: argparse.Namespace) -> dict[str, float]:
+    return {} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}
+
+
+def _run(args: argparse.Namespace) -> None:
+    # Imported here so that `--help` and usage errors do not pay for importing Alembic.
+    from appdb import migrate  # noqa: PLC0415
+
+    out = sys.stdout
+    if args.command in {"upgrade", "downgrade"} and args.sql:
+        out.write(migrate.offline_sql(args.revision, downgrade=args.command == "downgrade"))
+        return
+    if args.command == "heads":
+        print(migrate.format_revisions(migrate.heads()), file=out)
+        return
+    if args.command == "history":
+        for revision in migrate.history():
+            marker = " (head)" if revision.is_head else ""
+            parent = revision.down_revision or "<base>"
+            print(f"{parent} -> {revision.revision}{marker}: {revision.description}", file=out)
+        return
+
+    settings = _settings(args)
+    if args.command == "upgrade":
+        applied = migrate.upgrade(args.revision, settings, **_lock_kwargs(args))
+        _print_applied(applied, "upgraded", migrate.current(settings))
+    elif args.command == "downgrade":
+        applied = migrate.downgrade(args.revision, settings, **_lock_kwargs(args))
+        _print_applied(applied, "downgraded", migrate.current(settings))
+    elif args.command == "stamp":
+        migrate.stamp(args.revision, settings, **_lock_kwargs(args))
+        print(f"stamped {migrate.format_revisions(migrate.current(settings))}", file=out)
+    elif args.command == "current":
+        if args.check:
+            head = migrate.ensure_schema_current(settings)
+            print(f"{head} (head): up to date", file=out)
+        else:
+            revisions = migrate.current(settings)
+            heads = set(migrate.heads())
+            marker = " (head)" if revisions and set(revisions) == heads else ""
+            print(f"{migrate.format_revisions(revisions)}{marker}", file=out)
+    elif args.command == "check":
+        differences = migrate.check(settings)
+        if differences:
+            for line in differences:
+                print(line, file=out)
+            msg = f"{len(differences)} difference(s) between the models and the database"
+            raise _CheckFailed(msg)
+        print("models and migrations agree", file=out)
+
+
+def _print_applied(applied: Sequence[object], verb: str, now_at: Sequence[str]) -> None:
+    from appdb.migrate import AppliedRevision, format_revisions  # noqa: PLC0415
+
+    if not applied:
+        print(f"nothing to do: database already at {format_revisions(now_at)}")
+        return
+    for step in applied:
+        if isinstance(step, AppliedRevision):
+            print(f"{verb} {step.revision} in {step.seconds:.3f}s: {step.description}")
+    print(f"database now at {format_revisions(now_at)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `appdb-migrate` with `argv` (default: the command line).
+
+    Args:
+        argv: The arguments after the program name.
+
+    Returns:
+        The exit code: 0 success, 1 failure or failed check, 2 usage or configuration error.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        _run(args)
+    except ConfigurationError as exc:
+        return _fail(exc, EXIT_USAGE, verbose=args.verbose)
+    except AppDBError as exc:
+        return _fail(exc, EXIT_FAILURE, verbose=args.verbose)
+    return EXIT_OK
+
+
+def _fail(error: AppDBError, code: int, *, verbose: bool) -> int:
+    if verbose:
+        # Our messages and chained driver errors carry no password (see appdb.migrate).
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return code
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The bundled migrations: pytest-alembic's checks, transactional failure, locks, on both backends."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.script import ScriptDirectory
+from pytest_alembic.tests import (
+    test_model_definitions_match_ddl,
+    test_single_head_revision,
+    test_up_down_consistency,
+    test_upgrade,
+)
+from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace
+
+from appdb import DatabaseSettings, create_engine, metadata, migrate
+from appdb.exceptions import MigrationError, SchemaOutOfDateError
+
+__all__ = [
+    "test_downgrade_leaves_no_trace",
+    "test_model_definitions_match_ddl",
+    "test_single_head_revision",
+    "test_up_down_consistency",
+    "test_upgrade",
+]
+
+
+@pytest.fixture
+def alembic_config(settings: DatabaseSettings):
+    """pytest-alembic runs appdb's real configuration (it hands env.py its own connection)."""
+    return migrate.alembic_config(settings)
+
+
+@pytest.fixture
+def alembic_engine(settings: DatabaseSettings):
+    """pytest-alembic's engine: the fresh database of this test, on each backend."""
+    engine = create_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+def _tables(settings: DatabaseSettings) -> set[str]:
+    engine = create_engine(settings)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_creates_every_model_table(settings: DatabaseSettings) -> None:
+    """After upgrade the database holds exactly appdb's tables plus alembic_version."""
+    applied = migrate.upgrade(settings=settings)
+    assert ["0001_users", "0002_messages"] == [step.revision for step in applied]
+    assert all(step.seconds >= 0 for step in applied)
+    assert {*metadata.tables, "alembic_version"} == _tables(settings)
+    assert ("0002_messages",) == migrate.current(settings)
+
+
+def test_upgrade_twice_does_nothing(settings: DatabaseSettings) -> None:
+    """A second upgrade applies nothing."""
+    migrate.upgrade(settings=settings)
+    assert [] == migrate.upgrade(settings=settings)
+
+
+def test_downgrade_to_base_removes_everything(settings: DatabaseSettings) -> None:
+    """Downgrading to base leaves only the version table, and upgrading again works."""
+    migrate.upgrade(settings=settings)
+    undone = migrate.downgrade("base", settings)
+    assert ["0002_messages", "0001_users"] == [step.revision for step in undone]
+    assert {"alembic_version"} == _tables(settings)
+    assert () == migrate.current(settings)
+    assert 2 == len(migrate.upgrade(settings=settings))
+
+
+def test_check_passes_at_head(settings: DatabaseSettings) -> None:
+    """At head the database and the models agree."""
+    migrate.upgrade(settings=settings)
+    assert [] == migrate.check(settings)
+
+
+def test_check_finds_column_added_to_database(settings: DatabaseSettings) -> None:
+    """A column added by hand (drift) is reported."""
+    migrate.upgrade(settings=settings)
+    engine = create_engine(settings)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE users ADD COLUMN nickname VARCHAR(20)")
+    engine.dispose()
+    assert ["remove column users.nickname"] == migrate.check(settings)
+
+
+def test_check_finds_model_column_without_migration(settings: DatabaseSettings) -> None:
+    """A column in the models that no migration creates is reported."""
+    migrate.upgrade(settings=settings)
+    column = sa.Column("nickname", sa.String(20))
+    metadata.tables["users"].append_column(column)
+    try:
+        assert ["add column users.nickname"] == migrate.check(settings)
+    finally:
+        metadata.tables["users"]._columns.remove(column)
+
+
+def test_check_finds_model_table_without_migration(settings: DatabaseSettings) -> None:
+    """A table in the models that no migration creates is reported."""
+    migrate.upgrade(settings=settings)
+    table = sa.Table("audit_log", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    try:
+        assert ["add table audit_log"] == migrate.check(settings)
+    finally:
+        metadata.remove(table)
+
+
+def test_service_tables_are_ignored(settings: DatabaseSettings) -> None:
+    """A service's own table in the same database is not proposed for dropping."""
+    migrate.upgrade(settings=settings)
+    engine = create_engine(settings)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE service_owned (id INTEGER PRIMARY KEY)")
+    engine.dispose()
+    assert [] == migrate.check(settings)
+
+
+def test_check_requires_head(settings: DatabaseSettings) -> None:
+    """check refuses to compare a database that is not at head."""
+    migrate.upgrade("0001_users", settings)
+    with pytest.raises(SchemaOutOfDateError, match="run `appdb-migrate upgrade`"):
+        migrate.check(settings)
+
+
+def test_ensure_schema_current(settings: DatabaseSettings) -> None:
+    """The start-up guard raises when behind or ahead, and passes at head."""
+    with pytest.raises(SchemaOutOfDateError, match="never migrated"):
+        migrate.ensure_schema_current(settings)
+    migrate.upgrade("0001_users", settings)
+    with pytest.raises(SchemaOutOfDateError, match="expects 0002_messages"):
+        migrate.ensure_schema_current(settings)
+    migrate.upgrade(settings=settings)
+    assert "0002_messages" == migrate.ensure_schema_current(settings)
+    migrate.stamp("0002_messages", settings)
+    engine = create_engine(settings)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099_future'")
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDateError, match="ahead"):
+        migrate.ensure_schema_current(settings)
+
+
+def test_stamp_records_without_migrating(settings: DatabaseSettings) -> None:
+    """stamp sets the revision and creates no table."""
+    migrate.stamp("0001_users", settings)
+    assert ("0001_users",) == migrate.current(settings)
+    assert {"alembic_version"} == _tables(settings)
+
+
+def test_unknown_revision_is_migration_error(settings: DatabaseSettings) -> None:
+    """A revision that does not exist is a MigrationError, not an Alembic traceback."""
+    with pytest.raises(MigrationError, match="nonexistent"):
+        migrate.upgrade("nonexistent", settings)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_alembic_config_runs_inside_callers_transaction(settings: DatabaseSettings) -> None:
+    """A service can migrate on its own connection, inside its own transaction."""
+    engine = create_engine(settings)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        command.upgrade(migrate.alembic_config(settings, connection=connection), "head")
+        transaction.rollback()
+    engine.dispose()
+    # Transactional DDL: the caller's rollback undid everything (pysqlite commits DDL eagerly,
+    # so this is PostgreSQL-only by nature).
+    assert (set(), ()) == (_tables(settings), migrate.current(settings))
+
+
+FAILING_REVISION = '''
+"""A revision that fails halfway (test only).
+
+Revision ID: 0003_fails
+Revises: 0002_messages
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003_fails"
+down_revision = "0002_messages"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+    op.add_column("users", sa.Column("half_column", sa.Integer))
+    raise RuntimeError("failing halfway on purpose")
+
+
+def downgrade():
+    pass
+'''
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_failing_revision_leaves_previous_revision(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
+    """On PostgreSQL a revision that raises halfway is rolled back whole; earlier ones stay."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "0003_fails.py").write_text(textwrap.dedent(FAILING_REVISION))
+    config = migrate.alembic_config(settings)
+    bundled = ScriptDirectory.from_config(config).versions
+    config.set_main_option("version_locations", f"{bundled} {extra}")
+    with pytest.raises(RuntimeError, match="failing halfway"):
+        command.upgrade(config, "head")
+    assert ("0002_messages",) == migrate.current(settings)
+    assert {*metadata.tables, "alembic_version"} == _tables(settings)
+    engine = create_engine(settings)
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("users")}
+    engine.dispose()
+    assert "half_column" not in columns
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_ddl_lock_timeout_stops_waiting_for_table_lock(database_url) -> None:
+    """DDL that would queue behind a long transaction gives up after ddl_lock_timeout."""
+    settings = DatabaseSettings(url=database_url, ddl_lock_timeout=300)
+    migrate.upgrade("0001_users", settings)
+    engine = create_engine(settings)
+    with engine.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(MigrationError, match="lock timeout"):
+            migrate.upgrade(settings=settings, lock_timeout=5)
+        blocker.rollback()
+    engine.dispose()
+    assert ("0001_users",) == migrate.current(settings)
+    assert 1 == len(migrate.upgrade(settings=settings))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_advisory_lock_serialises_and_times_out(settings: DatabaseSettings) -> None:
+    """While another holder has the lock, upgrade waits; it fails cleanly when the wait runs out."""
+    engine = create_engine(settings)
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": migrate._LOCK_KEY})
+        with pytest.raises(migrate.MigrationLockTimeoutError, match="lock"):
+            migrate.upgrade(settings=settings, lock_timeout=0.5)
+        assert () == migrate.current(settings)
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": migrate._LOCK_KEY})
+        holder.commit()
+    engine.dispose()
+    assert 2 == len(migrate.upgrade(settings=settings, lock_timeout=5))
