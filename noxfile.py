@@ -28,6 +28,16 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def migrations(session: nox.Session) -> None:
+    """The migration suite: bundled revisions, appdb.migrate and the appdb-migrate CLI."""
+    if session.venv_backend != "none":
+        session.install("-e", ".[tests]")
+    session.run(
+        "pytest", "tests/test_migrations.py", "tests/test_cli.py", *session.posargs, env=_test_env()
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff, lint and format."""
     session.install("ruff")

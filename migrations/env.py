@@ -2,11 +2,14 @@
 
 Used by `appdb-migrate` (through `appdb.migrate.alembic_config`) and by appdb's developers
 through the repo's alembic.ini. The database comes from, in order: a connection handed over in
-``config.attributes["connection"]`` (or an engine there, as pytest-alembic passes), settings in ``config.attributes["appdb_settings"]``, or
+``config.attributes["connection"]`` (or an engine there, as pytest-alembic passes),
+settings in ``config.attributes["appdb_settings"]``, or
 appdb's settings (``DATABASE_URL``).
 """
 
 from __future__ import annotations
+
+from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy.engine import Connection, Engine
@@ -18,6 +21,8 @@ from appdb.models import metadata
 from appdb.settings import DatabaseSettings, get_settings
 
 config = context.config
+if config.config_file_name is not None:  # developers' alembic.ini: its logging section
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _settings() -> DatabaseSettings:

@@ -124,7 +124,7 @@ def test_service_tables_are_ignored(settings: DatabaseSettings) -> None:
 
 
 def test_check_requires_head(settings: DatabaseSettings) -> None:
-    """check refuses to compare a database that is not at head."""
+    """Check refuses to compare a database that is not at head."""
     migrate.upgrade("0001_users", settings)
     with pytest.raises(SchemaOutOfDateError, match="run `appdb-migrate upgrade`"):
         migrate.check(settings)
@@ -149,7 +149,7 @@ def test_ensure_schema_current(settings: DatabaseSettings) -> None:
 
 
 def test_stamp_records_without_migrating(settings: DatabaseSettings) -> None:
-    """stamp sets the revision and creates no table."""
+    """Stamp sets the revision and creates no table."""
     migrate.stamp("0001_users", settings)
     assert ("0001_users",) == migrate.current(settings)
     assert {"alembic_version"} == _tables(settings)

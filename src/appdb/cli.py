@@ -16,7 +16,7 @@ from appdb.exceptions import AppDBError, ConfigurationError
 from appdb.settings import DatabaseSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -27,7 +27,7 @@ EXIT_USAGE = 2
 PROG = "appdb-migrate"
 
 
-class _CheckFailed(AppDBError):
+class _CheckFailedError(AppDBError):
     """A check found a problem: exit 1 with this message."""
 
 
@@ -91,51 +91,84 @@ def _lock_kwargs(args: argparse.Namespace) -> dict[str, float]:
     return {} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}
 
 
-def _run(args: argparse.Namespace) -> None:
-    # Imported here so that `--help` and usage errors do not pay for importing Alembic.
+def _upgrade(args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415 - Alembic loads only when a command needs it
+
+    if args.sql:
+        sys.stdout.write(migrate.offline_sql(args.revision))
+        return
+    settings = _settings(args)
+    applied = migrate.upgrade(args.revision, settings, **_lock_kwargs(args))
+    _print_applied(applied, "upgraded", migrate.current(settings))
+
+
+def _downgrade(args: argparse.Namespace) -> None:
     from appdb import migrate  # noqa: PLC0415
 
-    out = sys.stdout
-    if args.command in {"upgrade", "downgrade"} and args.sql:
-        out.write(migrate.offline_sql(args.revision, downgrade=args.command == "downgrade"))
+    if args.sql:
+        sys.stdout.write(migrate.offline_sql(args.revision, downgrade=True))
         return
-    if args.command == "heads":
-        print(migrate.format_revisions(migrate.heads()), file=out)
-        return
-    if args.command == "history":
-        for revision in migrate.history():
-            marker = " (head)" if revision.is_head else ""
-            parent = revision.down_revision or "<base>"
-            print(f"{parent} -> {revision.revision}{marker}: {revision.description}", file=out)
-        return
+    settings = _settings(args)
+    applied = migrate.downgrade(args.revision, settings, **_lock_kwargs(args))
+    _print_applied(applied, "downgraded", migrate.current(settings))
+
+
+def _stamp(args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415
 
     settings = _settings(args)
-    if args.command == "upgrade":
-        applied = migrate.upgrade(args.revision, settings, **_lock_kwargs(args))
-        _print_applied(applied, "upgraded", migrate.current(settings))
-    elif args.command == "downgrade":
-        applied = migrate.downgrade(args.revision, settings, **_lock_kwargs(args))
-        _print_applied(applied, "downgraded", migrate.current(settings))
-    elif args.command == "stamp":
-        migrate.stamp(args.revision, settings, **_lock_kwargs(args))
-        print(f"stamped {migrate.format_revisions(migrate.current(settings))}", file=out)
-    elif args.command == "current":
-        if args.check:
-            head = migrate.ensure_schema_current(settings)
-            print(f"{head} (head): up to date", file=out)
-        else:
-            revisions = migrate.current(settings)
-            heads = set(migrate.heads())
-            marker = " (head)" if revisions and set(revisions) == heads else ""
-            print(f"{migrate.format_revisions(revisions)}{marker}", file=out)
-    elif args.command == "check":
-        differences = migrate.check(settings)
-        if differences:
-            for line in differences:
-                print(line, file=out)
-            msg = f"{len(differences)} difference(s) between the models and the database"
-            raise _CheckFailed(msg)
-        print("models and migrations agree", file=out)
+    migrate.stamp(args.revision, settings, **_lock_kwargs(args))
+    print(f"stamped {migrate.format_revisions(migrate.current(settings))}")
+
+
+def _current(args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415
+
+    settings = _settings(args)
+    if args.check:
+        print(f"{migrate.ensure_schema_current(settings)} (head): up to date")
+        return
+    revisions = migrate.current(settings)
+    marker = " (head)" if revisions and set(revisions) == set(migrate.heads()) else ""
+    print(f"{migrate.format_revisions(revisions)}{marker}")
+
+
+def _heads(_args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415
+
+    print(migrate.format_revisions(migrate.heads()))
+
+
+def _history(_args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415
+
+    for revision in migrate.history():
+        marker = " (head)" if revision.is_head else ""
+        parent = revision.down_revision or "<base>"
+        print(f"{parent} -> {revision.revision}{marker}: {revision.description}")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from appdb import migrate  # noqa: PLC0415
+
+    differences = migrate.check(_settings(args))
+    if differences:
+        for line in differences:
+            print(line)
+        msg = f"{len(differences)} difference(s) between the models and the database"
+        raise _CheckFailedError(msg)
+    print("models and migrations agree")
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "upgrade": _upgrade,
+    "downgrade": _downgrade,
+    "stamp": _stamp,
+    "current": _current,
+    "heads": _heads,
+    "history": _history,
+    "check": _check,
+}
 
 
 def _print_applied(applied: Sequence[object], verb: str, now_at: Sequence[str]) -> None:
@@ -171,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        _run(args)
+        _COMMANDS[args.command](args)
     except ConfigurationError as exc:
         return _fail(exc, EXIT_USAGE, verbose=args.verbose)
     except AppDBError as exc:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExistsError",
     "AppDBError",
     "ConfigurationError",
     "DatabaseUnavailableError",
+    "EmailTakenError",
+    "InvalidInputError",
+    "MessageNotFoundError",
     "MigrationError",
     "MigrationLockTimeoutError",
+    "NotFoundError",
     "SchemaOutOfDateError",
+    "TelegramIdTakenError",
+    "UserNotFoundError",
+    "UsernameTakenError",
 ]
 
 
@@ -37,3 +45,38 @@ class SchemaOutOfDateError(AppDBError):
 
 class DatabaseUnavailableError(AppDBError, ConnectionError):
     """The database could not be reached, or the connection to it was lost."""
+
+
+class InvalidInputError(AppDBError, ValueError):
+    """An argument of an appdb operation is malformed, out of range or too long.
+
+    Raised before any SQL runs; the message names the argument but never repeats its value.
+    """
+
+
+class NotFoundError(AppDBError, LookupError):
+    """A row that an operation refers to does not exist."""
+
+
+class UserNotFoundError(NotFoundError):
+    """A sender, recipient or user id refers to no user."""
+
+
+class MessageNotFoundError(NotFoundError):
+    """A parent message id refers to no message."""
+
+
+class AlreadyExistsError(AppDBError):
+    """A value that must be unique (username, email, Telegram id) belongs to another user."""
+
+
+class UsernameTakenError(AlreadyExistsError):
+    """The username is already registered."""
+
+
+class EmailTakenError(AlreadyExistsError):
+    """The email address is already registered."""
+
+
+class TelegramIdTakenError(AlreadyExistsError):
+    """The Telegram user id is already linked to another user."""

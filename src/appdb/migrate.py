@@ -163,7 +163,8 @@ def _translated_errors(settings: DatabaseSettings, action: str) -> Iterator[None
         url = settings.database_url
         where = f"{url.host or 'localhost'}:{url.port or 5432}" if url.host else render_url(url)
         if exc.connection_invalidated or "connection" in str(exc.orig).lower():
-            msg = f"cannot {action}: database at {where} unavailable: {_describe_failure(exc, settings)}"
+            reason = _describe_failure(exc, settings)
+            msg = f"cannot {action}: database at {where} unavailable: {reason}"
             raise DatabaseUnavailableError(msg) from None
         msg = f"cannot {action}: {_describe_failure(exc, settings)}"
         raise MigrationError(msg) from exc

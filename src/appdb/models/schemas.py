@@ -86,6 +86,22 @@ ConversationId = Annotated[
 TelegramUserId = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
 """A Telegram user id: positive and within a signed 64-bit integer."""
 Id = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
+# Telegram profile fields are stored as Telegram sends them: no stripping, only the column limits.
+TelegramUsername = Annotated[
+    str, StringConstraints(max_length=UserLimits.TELEGRAM_USERNAME), AfterValidator(_no_nul)
+]
+FirstName = Annotated[
+    str, StringConstraints(max_length=UserLimits.FIRST_NAME), AfterValidator(_no_nul)
+]
+LastName = Annotated[
+    str, StringConstraints(max_length=UserLimits.LAST_NAME), AfterValidator(_no_nul)
+]
+LanguageCode = Annotated[
+    str, StringConstraints(max_length=UserLimits.LANGUAGE_CODE), AfterValidator(_no_nul)
+]
+MAX_PAGE_SIZE = 500
+"""The most rows one page of messages may hold."""
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
 
 
 class UserCreate(BaseModel):
