@@ -68,3 +68,12 @@ def wheel(session: nox.Session) -> None:
         "import appdb; from appdb import get_db, SessionLocal, User, Message; "
         "print(appdb.__version__)",
     )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks; they print figures and ratios against a baseline measured in the same run."""
+    session.install("-e", ".[tests]")
+    env = {"APPDB_BENCH_DATABASE_URL": _test_env()["APPDB_TEST_DATABASE_URL"]}
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), env=env)
