@@ -20,7 +20,7 @@ from sqlmodel import col
 from appdb._sql import constraint_name, insert_or_explain
 from appdb._validation import Arguments, validated
 from appdb.exceptions import AppDBError, MessageNotFoundError, UserNotFoundError
-from appdb.models import Message, User
+from appdb.models import Message, metadata
 from appdb.models.base import utcnow
 from appdb.models.schemas import MAX_PAGE_SIZE, Content, ConversationId, Id, PageSize
 
@@ -40,6 +40,8 @@ __all__ = [
 
 DEFAULT_PAGE_SIZE = 50
 """How many messages a page holds unless the caller says otherwise."""
+
+_USERS, _MESSAGES = metadata.tables["users"], metadata.tables["messages"]
 
 # Rendered as "is_read = false" (PostgreSQL) and "is_read = 0" (SQLite): the predicates of the
 # partial index ix_messages_recipient_id_unread, which the planners then use.
@@ -122,23 +124,33 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         conversation_id=conversation_id,
     )
     session.flush()
-    messages, sender, recipient = Message.__table__, User.__table__.alias(), User.__table__.alias()
-    rows = sa.select(
-        sender.c.id, recipient.c.id, sa.literal(new.content, sa.Text), sa.literal(new.parent_id)
-    ).where(sender.c.id == new.sender_id, recipient.c.id == new.recipient_id)
+    messages, sender, recipient = _MESSAGES, _USERS.alias(), _USERS.alias()
+    # Joined on the literal ids, so a missing sender, recipient or parent yields no row.
+    source = sender.join(recipient, recipient.c.id == new.recipient_id)
     conversation_id_value: sa.ColumnElement[str | None] = sa.literal(
         new.conversation_id, messages.c.conversation_id.type
     )
     if new.parent_id is not None:
         parent = messages.alias()
-        rows = rows.where(parent.c.id == new.parent_id)
+        source = source.join(parent, parent.c.id == new.parent_id)
         if new.conversation_id is None:
             conversation_id_value = parent.c.conversation_id
+    rows = (
+        sa.select(
+            sender.c.id,
+            recipient.c.id,
+            sa.literal(new.content, messages.c.content.type),
+            sa.literal(new.parent_id, messages.c.parent_id.type),
+            conversation_id_value,
+        )
+        .select_from(source)
+        .where(sender.c.id == new.sender_id)
+    )
     statement = (
         sa.insert(Message)
         .from_select(
             ["sender_id", "recipient_id", "content", "parent_id", "conversation_id"],
-            rows.add_columns(conversation_id_value),
+            rows,
         )
         .returning(Message)
     )
@@ -155,12 +167,11 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
 
 def _missing(session: Session, new: _NewMessage) -> AppDBError | None:
     """Which of the rows a new message refers to does not exist (one query)."""
-    users, messages = User.__table__, Message.__table__
     sender, recipient, parent = session.execute(
         sa.select(
-            sa.exists().where(users.c.id == new.sender_id),
-            sa.exists().where(users.c.id == new.recipient_id),
-            sa.exists().where(messages.c.id == new.parent_id),
+            sa.exists().where(_USERS.c.id == new.sender_id),
+            sa.exists().where(_USERS.c.id == new.recipient_id),
+            sa.exists().where(_MESSAGES.c.id == new.parent_id),
         )
     ).one()
     for exists, constraint in (
