@@ -14,7 +14,18 @@ from appdb.engine import (
     get_engine,
     reset_engines,
 )
-from appdb.exceptions import AppDBError, ConfigurationError
+from appdb.exceptions import (
+    AlreadyExistsError,
+    AppDBError,
+    ConfigurationError,
+    EmailTakenError,
+    InvalidInputError,
+    MessageNotFoundError,
+    NotFoundError,
+    TelegramIdTakenError,
+    UsernameTakenError,
+    UserNotFoundError,
+)
 from appdb.models import (
     AppDBModel,
     Message,
@@ -32,19 +43,27 @@ from appdb.settings import DatabaseSettings, get_settings
 __version__ = _version("appdb")
 
 __all__ = [
+    "AlreadyExistsError",
     "AppDBError",
     "AppDBModel",
     "AsyncSessionLocal",
     "ConfigurationError",
     "DatabaseSettings",
+    "EmailTakenError",
+    "InvalidInputError",
     "Message",
     "MessageCreate",
+    "MessageNotFoundError",
     "MessageRead",
+    "NotFoundError",
     "SessionLocal",
+    "TelegramIdTakenError",
     "User",
     "UserCreate",
+    "UserNotFoundError",
     "UserRead",
     "UserUpdate",
+    "UsernameTakenError",
     "__version__",
     "async_session_scope",
     "create_async_engine",
