@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from appdb import DatabaseSettings, create_engine, metadata, reset_engines
+from appdb import DatabaseSettings, create_async_engine, create_engine, metadata, reset_engines
 from appdb.session import AsyncSessionLocal, SessionLocal
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -185,3 +188,47 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
         capture_output=True,
     )
     return InstalledWheel(wheel, bin_dir)
+
+
+@contextmanager
+def recorded_statements(engine: sa.Engine) -> Iterator[list[str]]:
+    """Collect the SQL statements an engine sends (the driver's own BEGIN is not one)."""
+    sent: list[str] = []
+
+    def record(_connection, _cursor, statement, *_rest) -> None:
+        sent.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def statements(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements `engine` sends during the test."""
+    with recorded_statements(engine) as sent:
+        yield sent
+
+
+@pytest.fixture
+async def async_engine(settings: DatabaseSettings, engine: sa.Engine) -> AsyncIterator[AsyncEngine]:
+    """An async engine on the fresh database, whose tables `engine` created."""
+    async_engine = create_async_engine(settings)
+    yield async_engine
+    await async_engine.dispose()
+
+
+@pytest.fixture
+def async_statements(async_engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements `async_engine` sends during the test."""
+    with recorded_statements(async_engine.sync_engine) as sent:
+        yield sent
+
+
+@pytest.fixture
+async def async_session(async_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """An async session on the fresh database, configured as `AsyncSessionLocal` makes them."""
+    async with AsyncSession(async_engine, autoflush=False, expire_on_commit=False) as session:
+        yield session
