@@ -1,0 +1,429 @@
+"""appdb.messages: sending, pages, replies, unread counts and mark-read, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
+from appdb import (
+    InvalidInputError,
+    Message,
+    MessageNotFoundError,
+    NotFoundError,
+    User,
+    UserNotFoundError,
+)
+from appdb.messages import (
+    conversation,
+    inbox,
+    mark_read,
+    replies,
+    send_message,
+    unread_count,
+)
+from appdb.models.user import TELEGRAM_ID_MAX
+from appdb.users import touch_telegram_user
+
+
+@pytest.fixture
+def ann(session: Session) -> User:
+    user = touch_telegram_user(session, 1, first_name="Ann")
+    session.commit()
+    return user
+
+
+@pytest.fixture
+def bob(session: Session) -> User:
+    user = touch_telegram_user(session, 2, first_name="Bob")
+    session.commit()
+    return user
+
+
+def _send(session: Session, sender: User, recipient: User, count: int, **fields) -> list[int]:
+    """Send `count` messages and return their ids, oldest first."""
+    return [
+        send_message(
+            session, sender_id=sender.id, recipient_id=recipient.id, content=f"m{i}", **fields
+        ).id
+        for i in range(count)
+    ]
+
+
+def _ids(messages: list[Message]) -> list[int]:
+    return [message.id for message in messages]
+
+
+def _count(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Message)).one()
+
+
+# --- send_message ---------------------------------------------------------------------------
+
+
+def test_send_message(session: Session, ann: User, bob: User) -> None:
+    """A message is stored with its fields, unread, and returned with id and timestamps."""
+    message = send_message(
+        session, sender_id=ann.id, recipient_id=bob.id, content="  hi\n", conversation_id=" c1 "
+    )
+    session.commit()
+    session.expire_all()
+    stored = session.get(Message, message.id)
+    assert (ann.id, bob.id, "  hi\n", False, None, "c1") == (
+        stored.sender_id,
+        stored.recipient_id,
+        stored.content,
+        stored.is_read,
+        stored.parent_id,
+        stored.conversation_id,
+    )
+    assert stored.created_at is not None
+
+
+def test_send_message_is_one_statement(
+    session: Session, ann: User, bob: User, statements: list[str]
+) -> None:
+    """Checking the sender, recipient and parent and inserting is one INSERT ... SELECT."""
+    ann_id, bob_id = ann.id, bob.id
+    statements.clear()
+    parent = send_message(session, sender_id=ann_id, recipient_id=bob_id, content="hi")
+    send_message(session, sender_id=bob_id, recipient_id=ann_id, content="re", parent_id=parent.id)
+    assert 2 == len(statements)
+    assert all(statement.startswith("INSERT INTO messages") for statement in statements)
+
+
+def test_reply_inherits_conversation(session: Session, ann: User, bob: User) -> None:
+    """A reply joins its parent's conversation unless it names one itself."""
+    parent = send_message(
+        session, sender_id=ann.id, recipient_id=bob.id, content="hi", conversation_id="c1"
+    )
+    inherited = send_message(
+        session, sender_id=bob.id, recipient_id=ann.id, content="re", parent_id=parent.id
+    )
+    explicit = send_message(
+        session,
+        sender_id=bob.id,
+        recipient_id=ann.id,
+        content="re",
+        parent_id=parent.id,
+        conversation_id="c2",
+    )
+    root = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="solo")
+    orphan = send_message(
+        session, sender_id=bob.id, recipient_id=ann.id, content="re", parent_id=root.id
+    )
+    assert ("c1", parent.id) == (inherited.conversation_id, inherited.parent_id)
+    assert "c2" == explicit.conversation_id
+    assert orphan.conversation_id is None
+
+
+def test_send_to_self(session: Session, ann: User) -> None:
+    """Saved-messages style: sender and recipient may be the same user."""
+    message = send_message(session, sender_id=ann.id, recipient_id=ann.id, content="note")
+    assert [message.id] == _ids(inbox(session, ann.id))
+
+
+@pytest.mark.parametrize(
+    ("field", "error", "name"),
+    [
+        ("sender_id", UserNotFoundError, "sender"),
+        ("recipient_id", UserNotFoundError, "recipient"),
+        ("parent_id", MessageNotFoundError, "parent"),
+    ],
+)
+def test_send_unknown_reference(
+    session: Session, ann: User, bob: User, field: str, error, name: str
+) -> None:
+    """A missing sender, recipient or parent raises a NotFoundError; the transaction survives."""
+    kept = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="kept")
+    fields = {"sender_id": ann.id, "recipient_id": bob.id, "content": "lost"} | {field: 999}
+    with pytest.raises(error, match=f"{name}.*999") as caught:
+        send_message(session, **fields)
+    assert isinstance(caught.value, NotFoundError)
+    session.commit()
+    assert [kept.id] == session.exec(select(Message.id)).all()
+
+
+def test_session_usable_after_rollback(session: Session, ann: User, bob: User) -> None:
+    """After an error and a rollback, the same session sends again."""
+    with pytest.raises(UserNotFoundError):
+        send_message(session, sender_id=ann.id, recipient_id=999, content="lost")
+    session.rollback()
+    send_message(session, sender_id=ann.id, recipient_id=bob.id, content="sent")
+    session.commit()
+    assert 1 == _count(session)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("content", ""),
+        ("content", " \n\t "),
+        ("content", "x" * 4097),
+        ("content", "nul\x00"),
+        ("content", None),
+        ("sender_id", 0),
+        ("recipient_id", -1),
+        ("recipient_id", TELEGRAM_ID_MAX + 1),
+        ("recipient_id", True),
+        ("parent_id", 0),
+        ("conversation_id", ""),
+        ("conversation_id", "   "),
+        ("conversation_id", "c" * 65),
+        ("conversation_id", "nul\x00"),
+    ],
+)
+def test_send_rejects_bad_input(
+    session: Session, ann: User, bob: User, statements: list[str], field: str, value
+) -> None:
+    """Empty, over-long or NUL content, bad ids and conversations fail before any SQL."""
+    kept = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="kept")
+    statements.clear()
+    fields = {"sender_id": ann.id, "recipient_id": bob.id, "content": "hi"} | {field: value}
+    with pytest.raises(InvalidInputError, match=field):
+        send_message(session, **fields)
+    assert [] == statements
+    session.commit()
+    assert [kept.id] == session.exec(select(Message.id)).all()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_send_while_sender_is_deleted(session: Session, engine, ann: User, bob: User) -> None:
+    """A sender deleted by a transaction committing mid-INSERT still gives UserNotFoundError."""
+    deleting = Session(engine)
+    deleting.execute(sa.delete(User).where(User.id == ann.id))
+    outcome: list[BaseException | Message] = []
+
+    def send() -> None:
+        # The INSERT sees the sender, then its foreign key check waits for the DELETE.
+        try:
+            outcome.append(
+                send_message(session, sender_id=ann.id, recipient_id=bob.id, content="hi")
+            )
+        except Exception as exc:  # noqa: BLE001 - the test inspects whatever happened
+            outcome.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(0.5)
+    deleting.commit()
+    deleting.close()
+    sender.join(10)
+    assert [UserNotFoundError] == [type(item) for item in outcome]
+    assert isinstance(outcome[0].__cause__, sa.exc.IntegrityError)
+    session.rollback()
+    assert 0 == _count(session)
+
+
+# --- inbox ----------------------------------------------------------------------------------
+
+
+def test_inbox_pages_newest_first(session: Session, ann: User, bob: User) -> None:
+    """Keyset pages of 3 over 7 messages: 3, 3, 1, then an empty page."""
+    sent = _send(session, ann, bob, 7)
+    _send(session, bob, ann, 2)
+    newest_first = sent[::-1]
+    first = inbox(session, bob.id, limit=3)
+    second = inbox(session, bob.id, limit=3, before_id=first[-1].id)
+    third = inbox(session, bob.id, limit=3, before_id=second[-1].id)
+    assert [newest_first[:3], newest_first[3:6], newest_first[6:]] == [
+        _ids(first),
+        _ids(second),
+        _ids(third),
+    ]
+    assert [] == inbox(session, bob.id, limit=3, before_id=third[-1].id)
+
+
+def test_inbox_boundaries(session: Session, ann: User, bob: User) -> None:
+    """A page exactly full, limits 1 and 500, and before_id beyond either end."""
+    sent = _send(session, ann, bob, 6)
+    assert sent[::-1] == _ids(inbox(session, bob.id, limit=6))
+    assert [] == inbox(session, bob.id, limit=6, before_id=sent[0])
+    assert [sent[-1]] == _ids(inbox(session, bob.id, limit=1))
+    assert sent[::-1] == _ids(inbox(session, bob.id, limit=500))
+    assert sent[::-1] == _ids(inbox(session, bob.id, before_id=TELEGRAM_ID_MAX))
+    assert [sent[2], sent[1]] == _ids(inbox(session, bob.id, limit=2, before_id=sent[3]))
+    assert [] == inbox(session, ann.id)
+    assert [] == inbox(session, 999)
+
+
+def test_inbox_unread_only(session: Session, ann: User, bob: User) -> None:
+    """unread_only leaves out what was marked read, and pages the same way."""
+    sent = _send(session, ann, bob, 5)
+    mark_read(session, bob.id, message_ids=[sent[1], sent[3]])
+    unread = [sent[4], sent[2], sent[0]]
+    assert unread == _ids(inbox(session, bob.id, unread_only=True))
+    assert [sent[2], sent[0]] == _ids(
+        inbox(session, bob.id, unread_only=True, before_id=sent[4], limit=5)
+    )
+
+
+def test_inbox_never_offsets(
+    session: Session, backend: str, ann: User, bob: User, statements: list[str]
+) -> None:
+    """Pages are found by id, not by skipping rows."""
+    sent = _send(session, ann, bob, 3)
+    statements.clear()
+    inbox(session, bob.id, limit=2, before_id=sent[-1])
+    (statement,) = statements
+    assert "messages.id <" in statement
+    if backend == "postgresql":
+        # SQLAlchemy writes a constant "OFFSET 0" after every SQLite LIMIT.
+        assert "OFFSET" not in statement
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"limit": True}, "limit"),
+        ({"limit": "10"}, "limit"),
+        ({"before_id": 0}, "before_id"),
+        ({"user_id": 0}, "user_id"),
+        ({"unread_only": "yes"}, "unread_only"),
+    ],
+)
+def test_inbox_rejects_bad_input(
+    session: Session, statements: list[str], arguments: dict, field: str
+) -> None:
+    """Limits outside 1..500 and bad ids raise InvalidInputError before any SQL."""
+    arguments = {"user_id": 1} | arguments
+    with pytest.raises(InvalidInputError, match=field):
+        inbox(session, arguments.pop("user_id"), **arguments)
+    assert [] == statements
+
+
+# --- conversation and replies ---------------------------------------------------------------
+
+
+def test_conversation_pages(session: Session, ann: User, bob: User) -> None:
+    """A conversation's messages from both sides, newest first, paged by id."""
+    a = _send(session, ann, bob, 2, conversation_id="c1")
+    b = _send(session, bob, ann, 2, conversation_id="c1")
+    _send(session, ann, bob, 2, conversation_id="c2")
+    _send(session, ann, bob, 1)
+    first = conversation(session, "c1", limit=3)
+    assert [b[1], b[0], a[1]] == _ids(first)
+    assert [a[0]] == _ids(conversation(session, " c1 ", limit=3, before_id=first[-1].id))
+    assert [] == conversation(session, "missing")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"conversation_id": ""}, "conversation_id"),
+        ({"conversation_id": "c" * 65}, "conversation_id"),
+        ({"limit": 501}, "limit"),
+        ({"before_id": -1}, "before_id"),
+    ],
+)
+def test_conversation_rejects_bad_input(
+    session: Session, statements: list[str], arguments: dict, field: str
+) -> None:
+    """Bad conversation ids, limits and before_ids raise InvalidInputError before any SQL."""
+    arguments = {"conversation_id": "c1"} | arguments
+    with pytest.raises(InvalidInputError, match=field):
+        conversation(session, arguments.pop("conversation_id"), **arguments)
+    assert [] == statements
+
+
+def test_replies(session: Session, ann: User, bob: User) -> None:
+    """Direct replies, oldest first; not replies to replies; none for an unknown message."""
+    (parent,) = _send(session, ann, bob, 1)
+    direct = _send(session, bob, ann, 3, parent_id=parent)
+    _send(session, ann, bob, 1, parent_id=direct[0])
+    assert direct == _ids(replies(session, parent))
+    assert [] == replies(session, 999)
+    with pytest.raises(InvalidInputError, match="message_id"):
+        replies(session, 0)
+
+
+# --- unread_count and mark_read -------------------------------------------------------------
+
+
+def test_unread_count(session: Session, ann: User, bob: User, statements: list[str]) -> None:
+    """Only the user's own unread messages count."""
+    sent = _send(session, ann, bob, 4)
+    _send(session, bob, ann, 2)
+    mark_read(session, bob.id, message_ids=sent[:1])
+    statements.clear()
+    assert (3, 2) == (unread_count(session, bob.id), unread_count(session, ann.id))
+    assert 2 == len(statements)
+    assert 0 == unread_count(session, 999)
+    with pytest.raises(InvalidInputError, match="user_id"):
+        unread_count(session, 0)
+
+
+def test_mark_read_all(session: Session, engine, ann: User, bob: User) -> None:
+    """Without filters every unread message of the user is marked; the count is returned."""
+    _send(session, ann, bob, 3)
+    _send(session, bob, ann, 2)
+    assert 3 == mark_read(session, bob.id)
+    assert 0 == mark_read(session, bob.id)
+    session.commit()
+    with Session(engine) as other:
+        assert (0, 2) == (unread_count(other, bob.id), unread_count(other, ann.id))
+
+
+def test_mark_read_ids_only_own(
+    session: Session, ann: User, bob: User, statements: list[str]
+) -> None:
+    """Ids of others' or already-read messages are ignored; it is one UPDATE."""
+    to_bob = _send(session, ann, bob, 3)
+    to_ann = _send(session, bob, ann, 1)
+    mark_read(session, bob.id, message_ids=to_bob[:1])
+    statements.clear()
+    assert 1 == mark_read(session, bob.id, message_ids=(to_bob[0], to_bob[1], to_ann[0], 999))
+    assert 1 == len(statements)
+    assert statements[0].startswith("UPDATE messages")
+    assert 1 == unread_count(session, ann.id)
+
+
+def test_mark_read_conversation(session: Session, ann: User, bob: User) -> None:
+    """Only the conversation's messages are marked, and combined with ids both must match."""
+    c1 = _send(session, ann, bob, 2, conversation_id="c1")
+    _send(session, ann, bob, 2, conversation_id="c2")
+    assert 0 == mark_read(session, bob.id, message_ids=c1, conversation_id="c2")
+    assert 2 == mark_read(session, bob.id, conversation_id="c1")
+    assert 2 == unread_count(session, bob.id)
+
+
+def test_mark_read_updates_loaded_messages(session: Session, ann: User, bob: User) -> None:
+    """Messages already in the session show is_read at once."""
+    _send(session, ann, bob, 2)
+    loaded = inbox(session, bob.id)
+    mark_read(session, bob.id)
+    assert [True, True] == [message.is_read for message in loaded]
+
+
+def test_mark_read_empty_ids(session: Session, bob: User, statements: list[str]) -> None:
+    """An empty id list marks nothing and sends no SQL."""
+    bob_id = bob.id
+    statements.clear()
+    assert 0 == mark_read(session, bob_id, message_ids=[])
+    assert [] == statements
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"user_id": 0}, "user_id"),
+        ({"message_ids": [1, 0]}, "message_ids"),
+        ({"message_ids": list(range(1, 502))}, "message_ids"),
+        ({"message_ids": ["1"]}, "message_ids"),
+        ({"conversation_id": ""}, "conversation_id"),
+    ],
+)
+def test_mark_read_rejects_bad_input(
+    session: Session, ann: User, bob: User, arguments: dict, field: str
+) -> None:
+    """Bad ids, more than 500 ids or a bad conversation change nothing."""
+    _send(session, ann, bob, 2)
+    arguments = {"user_id": bob.id} | arguments
+    with pytest.raises(InvalidInputError, match=field):
+        mark_read(session, arguments.pop("user_id"), **arguments)
+    assert 2 == unread_count(session, bob.id)
