@@ -248,3 +248,18 @@ def test_installed_wheel_migrates_from_anywhere(installed_wheel, tmp_path: Path)
         check=False,
     )
     assert "appdb:migrations" == where.stdout.strip()
+
+
+def test_schema_mermaid_and_text(tmp_path: Path) -> None:
+    """`schema` prints an ER diagram of every table and its relations, or plain text."""
+    mermaid = run("schema", cwd=tmp_path)
+    assert 0 == mermaid.returncode
+    lines = mermaid.stdout.splitlines()
+    assert "erDiagram" == lines[0]
+    assert "    users {" in lines
+    assert "        BIGINT telegram_user_id UK" in lines
+    assert '    users ||--o{ messages : "sender_id"' in lines
+    assert '    messages |o--o{ messages : "parent_id"' in lines
+    text = run("schema", "--format", "text", cwd=tmp_path)
+    assert "  sender_id: BIGINT NOT NULL -> users.id [FK]" in text.stdout.splitlines()
+    assert not (tmp_path / "appdb.sqlite3").exists()

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("heads", help="show the head revision this appdb ships")
     commands.add_parser("check", help="exit 1 and list differences between models and database")
 
+    schema = commands.add_parser("schema", help="print the data model (Mermaid ER diagram or text)")
+    schema.add_argument("--format", choices=("mermaid", "text"), default="mermaid")
+
     stamp = commands.add_parser("stamp", help="record REV as the revision without migrating")
     stamp.add_argument("revision", metavar="REV")
     lock_option(stamp)
@@ -160,7 +163,15 @@ def _check(args: argparse.Namespace) -> None:
     print("models and migrations agree")
 
 
+def _schema(args: argparse.Namespace) -> None:
+    from appdb import schema  # noqa: PLC0415
+
+    render = schema.render_text if args.format == "text" else schema.render_mermaid
+    sys.stdout.write(render())
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "schema": _schema,
     "upgrade": _upgrade,
     "downgrade": _downgrade,
     "stamp": _stamp,
