@@ -1,11 +1,15 @@
-"""SQL helpers shared by the operations: dialect upserts, refreshed results, constraint names."""
+"""SQL helpers shared by the operations: dialect upserts, refreshed results, constraint names.
+
+The operations build each statement once per shape (and dialect) with bound parameters, then
+pass only the values: building a statement costs more than SQLAlchemy's cached execution.
+"""
 
 from __future__ import annotations
 
 import re
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from appdb.exceptions import AppDBError, ConfigurationError
@@ -17,14 +21,17 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
-    from appdb.models import AppDBModel
 
-__all__ = ["REFRESH", "constraint_name", "dialect_insert", "insert_or_explain"]
+__all__ = [
+    "constraint_name",
+    "dialect_name",
+    "insert_or_explain",
+    "parameters",
+    "returning",
+    "upsert_insert",
+]
 
 _T = TypeVar("_T")
-
-REFRESH: Mapping[str, Any] = MappingProxyType({"populate_existing": True})
-"""Execution options that overwrite the identity map's copy with the row the statement returned."""
 
 # An INSERT that inserted nothing is explained by a second query; if that finds nothing wrong,
 # a concurrent transaction changed the rows in between and the INSERT is tried again.
@@ -34,31 +41,76 @@ _ATTEMPTS = 3
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<table>\w+)\.(?P<column>\w+)$")
 
 
-def dialect_insert(session: Session, model: type[AppDBModel]) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT with ``ON CONFLICT`` support for the session's database.
+def dialect_name(session: Session) -> str:
+    """The name of the session's database dialect, the key of dialect-specific statements.
 
     Args:
-        session: The session whose bind decides the dialect.
-        model: The table model to insert into.
+        session: The caller's session.
 
     Returns:
-        The dialect's `Insert`; both have the same upsert API.
+        ``"postgresql"`` or ``"sqlite"``.
 
     Raises:
         ConfigurationError: The database is neither PostgreSQL nor SQLite.
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(model)
-    if dialect == "sqlite":
-        return sqlite.insert(model)
-    msg = f"appdb supports PostgreSQL and SQLite, not {dialect}"
-    raise ConfigurationError(msg)
+    name = session.get_bind().dialect.name
+    if name not in {"postgresql", "sqlite"}:
+        msg = f"appdb supports PostgreSQL and SQLite, not {name}"
+        raise ConfigurationError(msg)
+    return name
+
+
+def upsert_insert(dialect: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with ``ON CONFLICT`` support; both dialects' have the same API.
+
+    Args:
+        dialect: What `dialect_name` returned.
+        table: The table to insert into.
+
+    Returns:
+        The dialect's `Insert`.
+    """
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def parameters(*names: str) -> dict[str, sa.BindParameter[Any]]:
+    """Bound parameters named after columns, for ``.values(**parameters(...))``.
+
+    Args:
+        *names: Column names; each parameter takes its column's type.
+
+    Returns:
+        A mapping of each name to a bound parameter of that name.
+    """
+    return {name: sa.bindparam(name) for name in names}
+
+
+def returning(model: type[_T], statement: sa.Insert | sa.Update) -> TypedReturnsRows[_T]:
+    """Load model instances from the rows an INSERT or UPDATE returns.
+
+    The instances in the session's identity map are refreshed from those rows, so a caller
+    holding one sees the new values.
+
+    Args:
+        model: The table model whose every column the statement returns.
+        statement: The DML statement, without RETURNING.
+
+    Returns:
+        A statement for ``session.scalars(...)`` that yields instances of `model`.
+    """
+    table = sa.inspect(model).local_table
+    loading = (
+        sa.select(model)
+        .from_statement(statement.returning(*table.c))
+        .execution_options(populate_existing=True)
+    )
+    return cast("TypedReturnsRows[_T]", loading)
 
 
 def insert_or_explain(
     session: Session,
     statement: TypedReturnsRows[_T],
+    values: Mapping[str, Any],
     explain: Callable[[], AppDBError | None],
 ) -> _T:
     """Run an INSERT ... RETURNING that inserts nothing when it cannot, and say why.
@@ -70,6 +122,7 @@ def insert_or_explain(
     Args:
         session: The caller's session.
         statement: The INSERT, returning one model instance or nothing.
+        values: Its parameters.
         explain: Called only when nothing was inserted: the error to raise, or ``None`` if
             nothing is wrong any more (a concurrent transaction got in the way).
 
@@ -80,7 +133,7 @@ def insert_or_explain(
         AppDBError: What `explain` found wrong.
     """
     for _ in range(_ATTEMPTS):
-        row = session.scalars(statement, execution_options=REFRESH).one_or_none()
+        row = session.scalars(statement, values).one_or_none()
         if row is not None:
             return row
         error = explain()

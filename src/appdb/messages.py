@@ -9,6 +9,7 @@ what page 1 costs. Each query has an index to match (see `appdb.models.message`)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
@@ -17,7 +18,7 @@ from pydantic import Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from appdb._sql import constraint_name, insert_or_explain
+from appdb._sql import constraint_name, insert_or_explain, returning
 from appdb._validation import Arguments, validated
 from appdb.exceptions import AppDBError, MessageNotFoundError, UserNotFoundError
 from appdb.models import Message, metadata
@@ -26,6 +27,7 @@ from appdb.models.schemas import MAX_PAGE_SIZE, Content, ConversationId, Id, Pag
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+    from sqlalchemy.sql.selectable import TypedReturnsRows
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -46,6 +48,23 @@ _USERS, _MESSAGES = metadata.tables["users"], metadata.tables["messages"]
 # Rendered as "is_read = false" (PostgreSQL) and "is_read = 0" (SQLite): the predicates of the
 # partial index ix_messages_recipient_id_unread, which the planners then use.
 _UNREAD = col(Message.is_read) == sa.false()
+
+# Statements that have one shape, built once with bound parameters.
+_REPLIES = (
+    sa.select(Message)
+    .where(col(Message.parent_id) == sa.bindparam("parent_id"))
+    .order_by(col(Message.id))
+)
+_UNREAD_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(Message)
+    .where(col(Message.recipient_id) == sa.bindparam("user_id"), _UNREAD)
+)
+_EXISTING = sa.select(
+    sa.exists().where(_USERS.c.id == sa.bindparam("sender_id")),
+    sa.exists().where(_USERS.c.id == sa.bindparam("recipient_id")),
+    sa.exists().where(_MESSAGES.c.id == sa.bindparam("parent_id")),
+)
 
 
 class _NewMessage(Arguments):
@@ -124,38 +143,11 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         conversation_id=conversation_id,
     )
     session.flush()
-    messages, sender, recipient = _MESSAGES, _USERS.alias(), _USERS.alias()
-    # Joined on the literal ids, so a missing sender, recipient or parent yields no row.
-    source = sender.join(recipient, recipient.c.id == new.recipient_id)
-    conversation_id_value: sa.ColumnElement[str | None] = sa.literal(
-        new.conversation_id, messages.c.conversation_id.type
-    )
-    if new.parent_id is not None:
-        parent = messages.alias()
-        source = source.join(parent, parent.c.id == new.parent_id)
-        if new.conversation_id is None:
-            conversation_id_value = parent.c.conversation_id
-    rows = (
-        sa.select(
-            sender.c.id,
-            recipient.c.id,
-            sa.literal(new.content, messages.c.content.type),
-            sa.literal(new.parent_id, messages.c.parent_id.type),
-            conversation_id_value,
-        )
-        .select_from(source)
-        .where(sender.c.id == new.sender_id)
-    )
-    statement = (
-        sa.insert(Message)
-        .from_select(
-            ["sender_id", "recipient_id", "content", "parent_id", "conversation_id"],
-            rows,
-        )
-        .returning(Message)
-    )
+    inherit = new.parent_id is not None and new.conversation_id is None
+    statement = _send_statement(reply=new.parent_id is not None, inherit_conversation=inherit)
+    values = new.model_dump()
     try:
-        return insert_or_explain(session, statement, lambda: _missing(session, new))
+        return insert_or_explain(session, statement, values, lambda: _missing(session, new))
     except IntegrityError as exc:
         # A row the INSERT saw was deleted by a transaction that committed before its foreign
         # key check (PostgreSQL): the same error as if it had been missing all along.
@@ -165,15 +157,40 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         raise error from exc
 
 
+@functools.cache
+def _send_statement(*, reply: bool, inherit_conversation: bool) -> TypedReturnsRows[Message]:
+    """``INSERT INTO messages ... SELECT`` from the sender, recipient (and parent) rows."""
+    sender, recipient, parent = _USERS.alias(), _USERS.alias(), _MESSAGES.alias()
+    # Joined on the given ids, so a missing sender, recipient or parent yields no row.
+    source = sender.join(recipient, recipient.c.id == sa.bindparam("recipient_id"))
+    if reply:
+        source = source.join(parent, parent.c.id == sa.bindparam("parent_id"))
+    columns = _MESSAGES.c
+    rows = (
+        sa.select(
+            sender.c.id,
+            recipient.c.id,
+            sa.bindparam("content", type_=columns.content.type),
+            parent.c.id if reply else sa.null(),
+            parent.c.conversation_id
+            if inherit_conversation
+            else sa.bindparam("conversation_id", type_=columns.conversation_id.type),
+        )
+        .select_from(source)
+        .where(sender.c.id == sa.bindparam("sender_id"))
+    )
+    names = ["sender_id", "recipient_id", "content", "parent_id", "conversation_id"]
+    return returning(Message, sa.insert(_MESSAGES).from_select(names, rows))
+
+
 def _missing(session: Session, new: _NewMessage) -> AppDBError | None:
     """Which of the rows a new message refers to does not exist (one query)."""
-    sender, recipient, parent = session.execute(
-        sa.select(
-            sa.exists().where(_USERS.c.id == new.sender_id),
-            sa.exists().where(_USERS.c.id == new.recipient_id),
-            sa.exists().where(_MESSAGES.c.id == new.parent_id),
-        )
-    ).one()
+    values = {
+        "sender_id": new.sender_id,
+        "recipient_id": new.recipient_id,
+        "parent_id": new.parent_id,
+    }
+    sender, recipient, parent = session.execute(_EXISTING, values).one()
     for exists, constraint in (
         (sender, "fk_messages_sender_id_users"),
         (recipient, "fk_messages_recipient_id_users"),
@@ -224,10 +241,14 @@ def inbox(
     page = validated(
         _InboxPage, user_id=user_id, limit=limit, before_id=before_id, unread_only=unread_only
     )
-    statement = sa.select(Message).where(col(Message.recipient_id) == page.user_id)
-    if page.unread_only:
-        statement = statement.where(_UNREAD)
-    return _page(session, statement, page)
+    statement = _inbox_statement(unread_only=page.unread_only, paged=page.before_id is not None)
+    return _page(session, statement, page, user_id=page.user_id)
+
+
+@functools.cache
+def _inbox_statement(*, unread_only: bool, paged: bool) -> sa.Select[Message]:
+    statement = sa.select(Message).where(col(Message.recipient_id) == sa.bindparam("user_id"))
+    return _keyset(statement.where(_UNREAD) if unread_only else statement, paged=paged)
 
 
 def conversation(
@@ -257,16 +278,32 @@ def conversation(
     page = validated(
         _ConversationPage, conversation_id=conversation_id, limit=limit, before_id=before_id
     )
-    statement = sa.select(Message).where(col(Message.conversation_id) == page.conversation_id)
-    return _page(session, statement, page)
+    statement = _conversation_statement(paged=page.before_id is not None)
+    return _page(session, statement, page, conversation_id=page.conversation_id)
 
 
-def _page(session: Session, statement: sa.Select[Message], page: _Page) -> list[Message]:
-    """Run a keyset-paginated query: ids below ``before_id``, newest first."""
-    if page.before_id is not None:
-        statement = statement.where(col(Message.id) < page.before_id)
+@functools.cache
+def _conversation_statement(*, paged: bool) -> sa.Select[Message]:
+    statement = sa.select(Message).where(
+        col(Message.conversation_id) == sa.bindparam("conversation_id")
+    )
+    return _keyset(statement, paged=paged)
+
+
+def _keyset(statement: sa.Select[Message], *, paged: bool) -> sa.Select[Message]:
+    """Newest first from ``before_id`` (exclusive) when paged: never OFFSET."""
+    if paged:
+        statement = statement.where(col(Message.id) < sa.bindparam("before_id"))
+    return statement.order_by(col(Message.id).desc()).limit(sa.bindparam("limit"))
+
+
+def _page(
+    session: Session, statement: sa.Select[Message], page: _Page, **values: object
+) -> list[Message]:
+    """Run a keyset page query built by `_keyset`."""
     session.flush()
-    return list(session.scalars(statement.order_by(col(Message.id).desc()).limit(page.limit)))
+    values |= {"limit": page.limit, "before_id": page.before_id}
+    return list(session.scalars(statement, values))
 
 
 def replies(session: Session, message_id: int) -> list[Message]:
@@ -285,10 +322,7 @@ def replies(session: Session, message_id: int) -> list[Message]:
     """
     parent_id = validated(_MessageId, message_id=message_id).message_id
     session.flush()
-    statement = (
-        sa.select(Message).where(col(Message.parent_id) == parent_id).order_by(col(Message.id))
-    )
-    return list(session.scalars(statement))
+    return list(session.scalars(_REPLIES, {"parent_id": parent_id}))
 
 
 def unread_count(session: Session, user_id: int) -> int:
@@ -306,12 +340,7 @@ def unread_count(session: Session, user_id: int) -> int:
     """
     recipient_id = validated(_UserId, user_id=user_id).user_id
     session.flush()
-    statement = (
-        sa.select(sa.func.count())
-        .select_from(Message)
-        .where(col(Message.recipient_id) == recipient_id, _UNREAD)
-    )
-    return session.scalars(statement).one()
+    return session.scalars(_UNREAD_COUNT, {"user_id": recipient_id}).one()
 
 
 def mark_read(

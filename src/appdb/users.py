@@ -7,14 +7,22 @@ caller's unit of work owns the transaction. `appdb.aio` has async twins with the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import functools
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from appdb._passwords import PasswordCheck, check_password, hash_password
-from appdb._sql import REFRESH, constraint_name, dialect_insert, insert_or_explain
+from appdb._sql import (
+    constraint_name,
+    dialect_name,
+    insert_or_explain,
+    parameters,
+    returning,
+    upsert_insert,
+)
 from appdb._validation import Arguments, validated
 from appdb.exceptions import (
     EmailTakenError,
@@ -23,7 +31,7 @@ from appdb.exceptions import (
     UsernameTakenError,
     UserNotFoundError,
 )
-from appdb.models import User, UserCreate
+from appdb.models import User, UserCreate, metadata
 from appdb.models.base import utcnow
 from appdb.models.schemas import (
     PASSWORD_MAX_LENGTH,
@@ -36,9 +44,11 @@ from appdb.models.schemas import (
     TelegramUsername,
     Username,
 )
+from appdb.models.types import UTCDateTime
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
+    from sqlalchemy.sql.selectable import TypedReturnsRows
 
 __all__ = [
     "TelegramProfile",
@@ -90,6 +100,23 @@ class _TouchArguments(Arguments):
 
 
 _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_premium")
+_PROFILE_COLUMNS = ("telegram_username", "first_name", "last_name", "language_code", "is_premium")
+
+# Statements that do not depend on the dialect, built once with bound parameters.
+_USERS = metadata.tables["users"]
+_BY_USERNAME = sa.select(User).where(col(User.username) == sa.bindparam("key"))
+_BY_EMAIL = sa.select(User).where(col(User.email) == sa.bindparam("key"))
+_BY_TELEGRAM_ID = sa.select(User).where(col(User.telegram_user_id) == sa.bindparam("key"))
+_TAKEN = sa.select(_USERS.c.username).where(
+    (_USERS.c.username == sa.bindparam("username")) | (_USERS.c.email == sa.bindparam("email"))
+)
+_NOW = sa.bindparam("now", type_=UTCDateTime())
+_BY_ID = sa.update(_USERS).where(_USERS.c.id == sa.bindparam("user_id"))
+_RECORD_LOGIN = returning(User, _BY_ID.values(last_login_at=_NOW, updated_at=_NOW))
+_RECORD_LOGIN_AND_REHASH = returning(
+    User, _BY_ID.values(last_login_at=_NOW, updated_at=_NOW, **parameters("hashed_password"))
+)
+_LINK = returning(User, _BY_ID.values(updated_at=_NOW, **parameters("telegram_user_id")))
 
 
 class _UserIdArguments(Arguments):
@@ -162,29 +189,33 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         arguments = _profile_arguments(telegram_user_id)
     profile = validated(_TouchArguments, **arguments)
     session.flush()
-    now = utcnow()
-    insert = dialect_insert(session, User).values(
-        telegram_user_id=profile.telegram_user_id,
-        telegram_username=profile.username,
-        first_name=profile.first_name,
-        last_name=profile.last_name,
-        language_code=profile.language_code,
-        is_premium=profile.is_premium,
-        last_login_at=now,
+    statement = _touch_statement(dialect_name(session))
+    values = {
+        "telegram_user_id": profile.telegram_user_id,
+        "telegram_username": profile.username,
+        "first_name": profile.first_name,
+        "last_name": profile.last_name,
+        "language_code": profile.language_code,
+        "is_premium": profile.is_premium,
+        "last_login_at": utcnow(),
+    }
+    return session.scalars(statement, values).one()
+
+
+@functools.cache
+def _touch_statement(dialect: str) -> TypedReturnsRows[User]:
+    """``INSERT ... ON CONFLICT (telegram_user_id) DO UPDATE ... RETURNING``, built once."""
+    insert = upsert_insert(dialect, _USERS).values(
+        **parameters("telegram_user_id", *_PROFILE_COLUMNS, "last_login_at")
     )
-    refreshed = (
-        "telegram_username",
-        "first_name",
-        "last_name",
-        "language_code",
-        "is_premium",
-        "last_login_at",
+    refreshed = {name: insert.excluded[name] for name in (*_PROFILE_COLUMNS, "last_login_at")}
+    return returning(
+        User,
+        insert.on_conflict_do_update(
+            index_elements=[_USERS.c.telegram_user_id],
+            set_=refreshed | {"updated_at": insert.excluded.last_login_at},
+        ),
     )
-    statement = insert.on_conflict_do_update(
-        index_elements=["telegram_user_id"],
-        set_={name: insert.excluded[name] for name in refreshed} | {"updated_at": now},
-    ).returning(User)
-    return session.scalars(statement, execution_options=REFRESH).one()
 
 
 def _profile_arguments(user: object) -> dict[str, object]:
@@ -246,32 +277,34 @@ def _account(**fields: object) -> UserCreate:
 def _insert_account(session: Session, account: UserCreate, hashed_password: str) -> User:
     """The database half of `create_user`, run after the password is hashed."""
     session.flush()
-    statement = (
-        dialect_insert(session, User)
-        .values(
-            username=account.username,
-            email=account.email,
-            hashed_password=hashed_password,
-            full_name=account.full_name,
-            bio=account.bio,
-        )
-        .on_conflict_do_nothing()
-        .returning(User)
+    values = {
+        "username": account.username,
+        "email": account.email,
+        "hashed_password": hashed_password,
+        "full_name": account.full_name,
+        "bio": account.bio,
+    }
+    statement = _register_statement(dialect_name(session))
+    return insert_or_explain(session, statement, values, lambda: _taken(session, account))
+
+
+@functools.cache
+def _register_statement(dialect: str) -> TypedReturnsRows[User]:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``: any unique clash inserts nothing."""
+    insert = upsert_insert(dialect, _USERS).values(
+        **parameters("username", "email", "hashed_password", "full_name", "bio")
     )
-    return insert_or_explain(session, statement, lambda: _taken(session, account))
+    return returning(User, insert.on_conflict_do_nothing())
 
 
 def _taken(session: Session, account: UserCreate) -> UsernameTakenError | EmailTakenError | None:
     """Which of the account's unique values another user already has."""
-    rows = session.execute(
-        sa.select(col(User.username)).where(
-            (col(User.username) == account.username) | (col(User.email) == account.email)
-        )
-    ).all()
-    if any(row.username == account.username for row in rows):
+    values = {"username": account.username, "email": account.email}
+    taken = set(session.scalars(_TAKEN, values))
+    if account.username in taken:
         msg = f"the username {account.username!r} is already taken"
         return UsernameTakenError(msg)
-    if rows:
+    if taken:
         # The address itself stays out of the message: messages end up in logs.
         msg = "the email address is already registered"
         return EmailTakenError(msg)
@@ -305,13 +338,13 @@ def _find_login(session: Session, login: str, password: str) -> User | None:
         return None
     try:
         if "@" in login:
-            column, key = col(User.email), validated(_EmailArguments, email=login).email
+            statement, key = _BY_EMAIL, validated(_EmailArguments, email=login).email
         else:
-            column, key = col(User.username), validated(_UsernameArguments, username=login).username
+            statement, key = _BY_USERNAME, validated(_UsernameArguments, username=login).username
     except InvalidInputError:
         return None
     session.flush()
-    return session.scalars(sa.select(User).where(column == key)).one_or_none()
+    return session.scalars(statement, {"key": key}).one_or_none()
 
 
 def _hash_of(user: User | None) -> str | None:
@@ -325,12 +358,11 @@ def _record_login(session: Session, user: User | None, check: PasswordCheck) -> 
     """The database half of `authenticate` after the password check."""
     if user is None or not check.matches:
         return None
-    now = utcnow()
-    values: dict[str, object] = {"last_login_at": now, "updated_at": now}
-    if check.new_hash is not None:
-        values["hashed_password"] = check.new_hash
-    statement = sa.update(User).where(col(User.id) == user.id).values(values).returning(User)
-    return session.scalars(statement, execution_options=REFRESH).one_or_none()
+    values: dict[str, Any] = {"user_id": user.id, "now": utcnow()}
+    if check.new_hash is None:
+        return session.scalars(_RECORD_LOGIN, values).one_or_none()
+    values["hashed_password"] = check.new_hash
+    return session.scalars(_RECORD_LOGIN_AND_REHASH, values).one_or_none()
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:
@@ -349,7 +381,7 @@ def get_user_by_username(session: Session, username: str) -> User | None:
     """
     key = validated(_UsernameArguments, username=username).username
     session.flush()
-    return session.scalars(sa.select(User).where(col(User.username) == key)).one_or_none()
+    return session.scalars(_BY_USERNAME, {"key": key}).one_or_none()
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -367,7 +399,7 @@ def get_user_by_email(session: Session, email: str) -> User | None:
     """
     key = validated(_EmailArguments, email=email).email
     session.flush()
-    return session.scalars(sa.select(User).where(col(User.email) == key)).one_or_none()
+    return session.scalars(_BY_EMAIL, {"key": key}).one_or_none()
 
 
 def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | None:
@@ -385,7 +417,7 @@ def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | N
     """
     key = validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id
     session.flush()
-    return session.scalars(sa.select(User).where(col(User.telegram_user_id) == key)).one_or_none()
+    return session.scalars(_BY_TELEGRAM_ID, {"key": key}).one_or_none()
 
 
 def link_telegram(session: Session, user_id: int, telegram_user_id: int) -> User:
@@ -412,15 +444,10 @@ def link_telegram(session: Session, user_id: int, telegram_user_id: int) -> User
     """
     link = validated(_LinkArguments, user_id=user_id, telegram_user_id=telegram_user_id)
     session.flush()
-    statement = (
-        sa.update(User)
-        .where(col(User.id) == link.user_id)
-        .values(telegram_user_id=link.telegram_user_id, updated_at=utcnow())
-        .returning(User)
-    )
+    values = {"user_id": link.user_id, "telegram_user_id": link.telegram_user_id, "now": utcnow()}
     try:
         with session.begin_nested():
-            user = session.scalars(statement, execution_options=REFRESH).one_or_none()
+            user = session.scalars(_LINK, values).one_or_none()
     except IntegrityError as exc:
         if constraint_name(exc) != "uq_users_telegram_user_id":
             raise
