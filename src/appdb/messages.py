@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 
 from appdb._sql import constraint_name, insert_or_explain, returning
@@ -377,11 +379,36 @@ def mark_read(
     )
     if marking.message_ids == []:
         return 0
-    statement = sa.update(Message).where(col(Message.recipient_id) == marking.user_id, _UNREAD)
-    if marking.message_ids is not None:
-        statement = statement.where(col(Message.id).in_(marking.message_ids))
-    if marking.conversation_id is not None:
-        statement = statement.where(col(Message.conversation_id) == marking.conversation_id)
+    statement = _mark_read_statement(
+        by_ids=marking.message_ids is not None,
+        by_conversation=marking.conversation_id is not None,
+    )
     session.flush()
-    result = session.execute(statement.values(is_read=True, updated_at=utcnow()))
-    return cast("sa.CursorResult[()]", result).rowcount
+    values = {
+        "user_id": marking.user_id,
+        "message_ids": marking.message_ids,
+        "in_conversation": marking.conversation_id,
+        "now": utcnow(),
+    }
+    marked = session.scalars(statement, values).all()
+    # Keep the session's copies of the marked messages in step with the rows.
+    for message_id in marked:
+        loaded = session.identity_map.get(identity_key(Message, message_id))
+        if loaded is not None:
+            set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
+            set_committed_value(loaded, "updated_at", values["now"])
+    return len(marked)
+
+
+@functools.cache
+def _mark_read_statement(*, by_ids: bool, by_conversation: bool) -> TypedReturnsRows[int]:
+    """``UPDATE messages SET is_read = true ... WHERE <the user's unread> RETURNING id``."""
+    columns = _MESSAGES.c
+    statement = sa.update(_MESSAGES).where(columns.recipient_id == sa.bindparam("user_id"), _UNREAD)
+    if by_ids:
+        statement = statement.where(columns.id.in_(sa.bindparam("message_ids", expanding=True)))
+    if by_conversation:
+        # A bound parameter of an UPDATE must not be named after a column.
+        statement = statement.where(columns.conversation_id == sa.bindparam("in_conversation"))
+    now = sa.bindparam("now", type_=columns.updated_at.type)
+    return statement.values(is_read=True, updated_at=now).returning(columns.id)
