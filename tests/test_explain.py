@@ -18,18 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from appdb import DatabaseSettings, create_engine, metadata
-from appdb.messages import conversation, inbox, mark_read, replies, send_message, unread_count
+from appdb import DatabaseSettings, create_engine, messages, metadata, users
 from appdb.migrate import upgrade
-from appdb.users import (
-    authenticate,
-    create_user,
-    get_user_by_email,
-    get_user_by_telegram_id,
-    get_user_by_username,
-    link_telegram,
-    touch_telegram_user,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -58,53 +48,74 @@ Operation = Callable[[Session], object]
 
 # Each operation, and the index its statements must use (None: any index, checked anyway).
 CASES: dict[str, tuple[Operation, str | None]] = {
-    "inbox": (lambda s: inbox(s, 7), "ix_messages_recipient_id_id"),
-    "inbox_next_page": (lambda s: inbox(s, 7, before_id=150_000), "ix_messages_recipient_id_id"),
-    "inbox_unread": (lambda s: inbox(s, 7, unread_only=True), "ix_messages_recipient_id_unread"),
-    "unread_count": (lambda s: unread_count(s, 7), "ix_messages_recipient_id_unread"),
+    "inbox": (lambda s: messages.inbox(s, 7), "ix_messages_recipient_id_id"),
+    "inbox_next_page": (
+        lambda s: messages.inbox(s, 7, before_id=150_000),
+        "ix_messages_recipient_id_id",
+    ),
+    "inbox_unread": (
+        lambda s: messages.inbox(s, 7, unread_only=True),
+        "ix_messages_recipient_id_unread",
+    ),
+    "unread_count": (lambda s: messages.unread_count(s, 7), "ix_messages_recipient_id_unread"),
     "conversation": (
-        lambda s: conversation(s, "c42", before_id=150_000),
+        lambda s: messages.conversation(s, "c42", before_id=150_000),
         "ix_messages_conversation_id_id",
     ),
-    "replies": (lambda s: replies(s, 100_000), "ix_messages_parent_id"),
-    "mark_read_all": (lambda s: mark_read(s, 7), "ix_messages_recipient_id_unread"),
-    "mark_read_ids": (lambda s: mark_read(s, 7, message_ids=[1007, 2007, 3007]), None),
-    "mark_read_conversation": (lambda s: mark_read(s, 7, conversation_id="c7"), None),
+    "replies": (lambda s: messages.replies(s, 100_000), "ix_messages_parent_id"),
+    "mark_read_all": (lambda s: messages.mark_read(s, 7), "ix_messages_recipient_id_unread"),
+    "mark_read_ids": (lambda s: messages.mark_read(s, 7, message_ids=[1007, 2007, 3007]), None),
+    "mark_read_conversation": (lambda s: messages.mark_read(s, 7, conversation_id="c7"), None),
     "send_message": (
-        lambda s: send_message(s, sender_id=1, recipient_id=2, content="hi"),
+        lambda s: messages.send_message(s, sender_id=1, recipient_id=2, content="hi"),
         "pk_users",
     ),
     "send_reply": (
-        lambda s: send_message(s, sender_id=1, recipient_id=2, content="re", parent_id=99_999),
+        lambda s: messages.send_message(
+            s, sender_id=1, recipient_id=2, content="re", parent_id=99_999
+        ),
         "pk_messages",
     ),
     "send_to_unknown_user": (
         lambda s: _expect_error(
-            lambda: send_message(s, sender_id=1, recipient_id=10**9, content="x")
+            lambda: messages.send_message(s, sender_id=1, recipient_id=10**9, content="x")
         ),
         None,
     ),
-    "touch_existing": (lambda s: touch_telegram_user(s, 1_000_007), "uq_users_telegram_user_id"),
-    "touch_new": (lambda s: touch_telegram_user(s, 999_999_999), "uq_users_telegram_user_id"),
+    "touch_existing": (
+        lambda s: users.touch_telegram_user(s, 1_000_007),
+        "uq_users_telegram_user_id",
+    ),
+    "touch_new": (lambda s: users.touch_telegram_user(s, 999_999_999), "uq_users_telegram_user_id"),
     "create_user": (
-        lambda s: create_user(s, username="new", email="new@example.io", password="password12"),
+        lambda s: users.create_user(
+            s, username="new", email="new@example.io", password="password12"
+        ),
         None,  # INSERT ... VALUES ... ON CONFLICT DO NOTHING reads no table
     ),
     "create_user_taken": (
         lambda s: _expect_error(
-            lambda: create_user(s, username="user7", email="x@example.io", password="password12")
+            lambda: users.create_user(
+                s, username="user7", email="x@example.io", password="password12"
+            )
         ),
         None,
     ),
-    "authenticate_username": (lambda s: authenticate(s, "user7", "wrong password"), None),
-    "authenticate_email": (lambda s: authenticate(s, "user7@example.io", "wrong password"), None),
-    "get_user_by_username": (lambda s: get_user_by_username(s, "user7"), "uq_users_username"),
-    "get_user_by_email": (lambda s: get_user_by_email(s, "user7@example.io"), "uq_users_email"),
+    "authenticate_username": (lambda s: users.authenticate(s, "user7", "wrong password"), None),
+    "authenticate_email": (
+        lambda s: users.authenticate(s, "user7@example.io", "wrong password"),
+        None,
+    ),
+    "get_user_by_username": (lambda s: users.get_user_by_username(s, "user7"), "uq_users_username"),
+    "get_user_by_email": (
+        lambda s: users.get_user_by_email(s, "user7@example.io"),
+        "uq_users_email",
+    ),
     "get_user_by_telegram_id": (
-        lambda s: get_user_by_telegram_id(s, 1_000_007),
+        lambda s: users.get_user_by_telegram_id(s, 1_000_007),
         "uq_users_telegram_user_id",
     ),
-    "link_telegram": (lambda s: link_telegram(s, 7, 999_999_999), "pk_users"),
+    "link_telegram": (lambda s: users.link_telegram(s, 7, 999_999_999), "pk_users"),
 }
 
 # Without the secondary indexes of messages, these would cost at least ten times as much.

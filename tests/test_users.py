@@ -49,6 +49,17 @@ def _stored(engine: sa.Engine, user_id: int) -> User:
         return other.get(User, user_id)
 
 
+def _telegram_profile(user: User) -> tuple:
+    return (
+        user.telegram_user_id,
+        user.telegram_username,
+        user.first_name,
+        user.last_name,
+        user.language_code,
+        user.is_premium,
+    )
+
+
 def _register(session: Session, username: str = "ann", **fields) -> User:
     fields.setdefault("email", f"{username}@example.io")
     return create_user(session, username=username, password=PASSWORD, **fields)
@@ -71,14 +82,7 @@ def test_touch_creates_user_with_profile(session: Session) -> None:
     )
     session.commit()
     assert user.id is not None
-    assert (42, "ann_tg", "Ann", "Lee", "en", True) == (
-        user.telegram_user_id,
-        user.telegram_username,
-        user.first_name,
-        user.last_name,
-        user.language_code,
-        user.is_premium,
-    )
+    assert (42, "ann_tg", "Ann", "Lee", "en", True) == _telegram_profile(user)
     assert before <= user.last_login_at <= datetime.now(UTC)
     assert (None, None, None, True) == (
         user.username,
@@ -165,14 +169,7 @@ def test_touch_accepts_an_aiogram_user(session: Session) -> None:
         is_premium=None,
     )
     user = touch_telegram_user(session, from_user)
-    assert (TELEGRAM_ID_MAX, "ann_tg", "Ann", "Lee", "en-GB", None) == (
-        user.telegram_user_id,
-        user.telegram_username,
-        user.first_name,
-        user.last_name,
-        user.language_code,
-        user.is_premium,
-    )
+    assert (TELEGRAM_ID_MAX, "ann_tg", "Ann", "Lee", "en-GB", None) == _telegram_profile(user)
 
 
 def test_touch_refuses_an_object_and_keywords(session: Session) -> None:
@@ -218,25 +215,34 @@ def test_touch_rejects_bad_input(
     assert 2 == _count(session)
 
 
-def test_concurrent_first_touches_make_one_row(settings: DatabaseSettings, engine) -> None:
-    """12 threads touching a new id at once, each in its own session: one row, no error."""
-    threads = 12
+def _race(settings: DatabaseSettings, threads: int, work) -> list:
+    """Run work(session, index) in threads, each with its own session, released at once."""
     racing = create_engine(settings.model_copy(update={"pool_size": threads}))
     start = threading.Barrier(threads)
 
-    def touch(index: int) -> int:
+    def run(index: int):
         with Session(racing) as session:
             start.wait()
-            user = touch_telegram_user(session, 777, first_name=f"Ann {index}")
-            session.commit()
-            return user.id
+            return work(session, index)
 
     with ThreadPoolExecutor(threads) as pool:
-        ids = list(pool.map(touch, range(threads)))
+        outcomes = list(pool.map(run, range(threads)))
     racing.dispose()
+    return outcomes
+
+
+def test_concurrent_first_touches_make_one_row(settings: DatabaseSettings, engine) -> None:
+    """12 threads touching a new id at once, each in its own session: one row, no error."""
+
+    def touch(session: Session, index: int) -> int:
+        user = touch_telegram_user(session, 777, first_name=f"Ann {index}")
+        session.commit()
+        return user.id
+
+    ids = _race(settings, 12, touch)
     with Session(engine) as session:
         rows = session.exec(select(User)).all()
-    assert [rows[0].id] * threads == ids
+    assert [rows[0].id] * 12 == ids
     assert 1 == len(rows)
     assert rows[0].first_name.startswith("Ann ")
 
@@ -345,26 +351,18 @@ def test_create_user_rejects_bad_input(
 
 def test_registration_race(settings: DatabaseSettings, engine) -> None:
     """Concurrent registrations of one username: one wins, the rest get UsernameTakenError."""
-    threads = 4
-    racing = create_engine(settings.model_copy(update={"pool_size": threads}))
-    start = threading.Barrier(threads)
 
-    def register(index: int) -> str:
-        with Session(racing) as session:
-            start.wait()
-            try:
-                _register(session, "ann", email=f"ann{index}@example.io")
-                # Stay uncommitted a while, so that the others meet the row in flight.
-                time.sleep(0.3)
-                session.commit()
-            except UsernameTakenError:
-                return "taken"
-            return "created"
+    def register(session: Session, index: int) -> str:
+        try:
+            _register(session, "ann", email=f"ann{index}@example.io")
+            # Stay uncommitted a while, so that the others meet the row in flight.
+            time.sleep(0.3)
+            session.commit()
+        except UsernameTakenError:
+            return "taken"
+        return "created"
 
-    with ThreadPoolExecutor(threads) as pool:
-        outcomes = sorted(pool.map(register, range(threads)))
-    racing.dispose()
-    assert ["created"] + ["taken"] * (threads - 1) == outcomes
+    assert ["created", "taken", "taken", "taken"] == sorted(_race(settings, 4, register))
     with Session(engine) as session:
         assert 1 == _count(session)
 

@@ -343,6 +343,11 @@ def _find_login(session: Session, login: str, password: str) -> User | None:
             statement, key = _BY_USERNAME, validated(_UsernameArguments, username=login).username
     except InvalidInputError:
         return None
+    return _one_or_none(session, statement, key)
+
+
+def _one_or_none(session: Session, statement: sa.Select[User], key: object) -> User | None:
+    """Flush, then run a look-up by a unique key."""
     session.flush()
     return session.scalars(statement, {"key": key}).one_or_none()
 
@@ -379,9 +384,9 @@ def get_user_by_username(session: Session, username: str) -> User | None:
         InvalidInputError: The username could not have been registered (wrong length or
             characters).
     """
-    key = validated(_UsernameArguments, username=username).username
-    session.flush()
-    return session.scalars(_BY_USERNAME, {"key": key}).one_or_none()
+    return _one_or_none(
+        session, _BY_USERNAME, validated(_UsernameArguments, username=username).username
+    )
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -398,8 +403,7 @@ def get_user_by_email(session: Session, email: str) -> User | None:
         InvalidInputError: The address is malformed or too long.
     """
     key = validated(_EmailArguments, email=email).email
-    session.flush()
-    return session.scalars(_BY_EMAIL, {"key": key}).one_or_none()
+    return _one_or_none(session, _BY_EMAIL, key)
 
 
 def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | None:
@@ -415,9 +419,11 @@ def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | N
     Raises:
         InvalidInputError: The id is outside 1..2**63-1.
     """
-    key = validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id
-    session.flush()
-    return session.scalars(_BY_TELEGRAM_ID, {"key": key}).one_or_none()
+    return _one_or_none(
+        session,
+        _BY_TELEGRAM_ID,
+        validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id,
+    )
 
 
 def link_telegram(session: Session, user_id: int, telegram_user_id: int) -> User:
