@@ -354,9 +354,10 @@ def mark_read(
 ) -> int:
     """Mark a user's unread messages read: all, some ids, or one conversation's.
 
-    One ``UPDATE ... WHERE recipient_id = :user_id AND is_read = false``, so only the user's own
-    messages change and messages already read are not rewritten. The session's copies of the
-    changed messages are updated too.
+    One ``UPDATE ... WHERE recipient_id = :user_id AND is_read = false ... RETURNING id``, so
+    only the user's own messages change and messages already read are not rewritten. Both
+    filters combine (AND); with neither, every unread message of the user is marked. Copies of
+    the changed messages already loaded in the session are updated too.
 
     Args:
         session: The caller's session.

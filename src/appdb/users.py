@@ -384,9 +384,8 @@ def get_user_by_username(session: Session, username: str) -> User | None:
         InvalidInputError: The username could not have been registered (wrong length or
             characters).
     """
-    return _one_or_none(
-        session, _BY_USERNAME, validated(_UsernameArguments, username=username).username
-    )
+    key = validated(_UsernameArguments, username=username).username
+    return _one_or_none(session, _BY_USERNAME, key)
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -419,11 +418,8 @@ def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | N
     Raises:
         InvalidInputError: The id is outside 1..2**63-1.
     """
-    return _one_or_none(
-        session,
-        _BY_TELEGRAM_ID,
-        validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id,
-    )
+    key = validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id
+    return _one_or_none(session, _BY_TELEGRAM_ID, key)
 
 
 def link_telegram(session: Session, user_id: int, telegram_user_id: int) -> User:
