@@ -69,6 +69,7 @@ MARK_READ_POOL = 2 * ROUNDS * OPS * 5 + 1_000
 ASYNC_TASKS = 50
 ASYNC_TOUCHES = 1_500  # per round and variant
 
+FLOOR = "SQLAlchemy Session, same SQL, no ORM"
 PROFILE = {"username": "bench_user", "first_name": "Bench", "language_code": "en"}
 
 
@@ -197,6 +198,20 @@ def raw_read(connection: psycopg.Connection[Any], replay: Replay, **arguments: A
     connection.rollback()
 
 
+def session_sql(engine: sa.Engine, replay: Replay, *, commit: bool, **arguments: Any) -> None:
+    """What any Session-based code pays at least: the same SQL, no ORM objects made.
+
+    The gap between this and raw psycopg is SQLAlchemy's (session, pool, connection
+    wrapper, result); the gap between appdb and this is the ORM loading model instances.
+    """
+    with Session(engine) as session:
+        result = session.connection().exec_driver_sql(replay.sql, replay.bind(**arguments))
+        if result.returns_rows:
+            result.all()
+        if commit:
+            session.commit()
+
+
 # --- timing ---------------------------------------------------------------------------------
 
 
@@ -271,21 +286,14 @@ def bench_touch(url: URL) -> None:
         return lambda: raw_write(connection, replay, id=next(ids))
 
     def floor(ids: Iterator[int]) -> Callable[[], None]:
-        # What any Session-based code pays: the same SQL through a Session's connection,
-        # no ORM loading. The gap to raw psycopg is SQLAlchemy's, not appdb's.
-        def run() -> None:
-            with Session(engine) as session:
-                session.connection().exec_driver_sql(replay.sql, replay.bind(id=next(ids))).all()
-                session.commit()
-
-        return run
+        return lambda: session_sql(engine, replay, commit=True, id=next(ids))
 
     for kind, ids in (("existing", existing), ("new", fresh)):
         samples = interleaved(
             {
                 "raw psycopg, same upsert": raw(ids),
                 "appdb touch_telegram_user": appdb(engine, ids),
-                "SQLAlchemy Session, same SQL, no ORM": floor(ids),
+                FLOOR: floor(ids),
                 "appdb, pool_pre_ping=True": appdb(pinging, ids),
                 "naive ORM: SELECT, then INSERT/UPDATE": naive(ids),
             }
@@ -339,6 +347,10 @@ def bench_messages(url: URL) -> None:
         user, batch = marking()
         raw_write(connection, replays["mark_read"], user=user, **batch)
 
+    def floor_mark() -> None:
+        user, batch = marking()
+        session_sql(engine, replays["mark_read"], commit=True, user=user, **batch)
+
     def appdb_mark() -> None:
         _, batch = marking()
         session_run(lambda s: mark_read(s, 2, message_ids=list(batch.values())), commit=True)
@@ -347,12 +359,18 @@ def bench_messages(url: URL) -> None:
         "inbox page (50, newest first)": {
             "raw psycopg": lambda: raw_read(connection, replays["inbox"], user=1),
             "appdb inbox": lambda: session_run(lambda s: inbox(s, 1), commit=False),
+            FLOOR: lambda: session_sql(engine, replays["inbox"], commit=False, user=1),
         },
         "unread count": {
             "raw psycopg": lambda: raw_read(connection, replays["unread_count"], user=1),
             "appdb unread_count": lambda: session_run(lambda s: unread_count(s, 1), commit=False),
+            FLOOR: lambda: session_sql(engine, replays["unread_count"], commit=False, user=1),
         },
-        "mark_read, 5 ids": {"raw psycopg": raw_mark, "appdb mark_read": appdb_mark},
+        "mark_read, 5 ids": {
+            "raw psycopg": raw_mark,
+            "appdb mark_read": appdb_mark,
+            FLOOR: floor_mark,
+        },
         "send_message": {
             "raw psycopg": lambda: raw_write(
                 connection, replays["send_message"], sender=3, recipient=4
@@ -360,6 +378,9 @@ def bench_messages(url: URL) -> None:
             "appdb send_message": lambda: session_run(
                 lambda s: send_message(s, sender_id=3, recipient_id=4, content="hi"),
                 commit=True,
+            ),
+            FLOOR: lambda: session_sql(
+                engine, replays["send_message"], commit=True, sender=3, recipient=4
             ),
         },
     }
