@@ -64,8 +64,8 @@ OPS = int(os.environ.get("APPDB_BENCH_OPS", "150"))
 
 USERS = 10_000
 MAILBOX = 200  # user 1's messages, 20 of them unread, in every database
-# Unread messages of user 2, five of which each mark_read (appdb or raw) consumes.
-MARK_READ_POOL = 2 * ROUNDS * OPS * 5 + 1_000
+# Unread messages of user 2, five of which each mark_read (of the 3 variants) consumes.
+MARK_READ_POOL = 3 * ROUNDS * OPS * 5 + 1_000
 ASYNC_TASKS = 50
 ASYNC_TOUCHES = 1_500  # per round and variant
 
