@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb import DatabaseSettings, create_async_engine, create_engine, metadata, reset_engines
 from appdb.session import AsyncSessionLocal, SessionLocal
+from pgserver import PostgresServer, find_bindir
 
 BACKENDS = ["sqlite", "postgresql"]
 ADMIN_URL_VARIABLE = "APPDB_TEST_DATABASE_URL"
@@ -84,6 +85,39 @@ def drop_postgresql_database(admin_url: URL, url: URL) -> None:
     with engine.connect() as connection:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgresql_bindir() -> Path:
+    """The PostgreSQL server binaries that fault tests run their own servers with."""
+    bindir = find_bindir()
+    if bindir is not None:
+        return bindir
+    reason = "no PostgreSQL server binaries (initdb, pg_ctl): set APPDB_PG_BINDIR"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the fault tests: {reason}")
+    pytest.skip(f"fault tests skipped: {reason}")
+
+
+@pytest.fixture
+def make_postgres_server(postgresql_bindir: Path) -> Iterator[Callable[..., PostgresServer]]:
+    """Start throwaway PostgreSQL servers (``postgresql.conf`` settings as keywords); all destroyed after the test."""
+    servers: list[PostgresServer] = []
+
+    def make(**conf: str | int) -> PostgresServer:
+        server = PostgresServer.init(postgresql_bindir, **conf)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in reversed(servers):
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_server(make_postgres_server: Callable[..., PostgresServer]) -> PostgresServer:
+    """A running throwaway PostgreSQL server that the test may restart, crash or stop."""
+    return make_postgres_server()
 
 
 @pytest.fixture(params=BACKENDS)
