@@ -94,6 +94,8 @@ def run_migrations_online() -> None:
         with given.connect() as connection:
             _run(connection)
     else:
+        # DATABASE_MIGRATION_URL when set: DDL and SET lock_timeout need a real server session.
+        settings = settings.for_migrations()
         engine = create_engine(settings, poolclass=NullPool)
         try:
             _run_on_new_connection(engine, settings)

@@ -40,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--database-url",
         metavar="URL",
-        help="database to migrate (default: DATABASE_URL, else the SQLite development file)",
+        help=(
+            "database to migrate, directly (default: DATABASE_MIGRATION_URL, else DATABASE_URL, "
+            "else the SQLite development file)"
+        ),
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log Alembic's steps; tracebacks on errors"
@@ -86,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> DatabaseSettings:
     if args.database_url is not None:
-        return DatabaseSettings(url=args.database_url)
+        # The explicit URL is the one to migrate, whatever DATABASE_MIGRATION_URL says.
+        return DatabaseSettings(url=args.database_url, migration_url=args.database_url)
     return DatabaseSettings()
 
 

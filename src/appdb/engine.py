@@ -19,15 +19,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "create_async_engine",
+    "create_async_replica_engines",
     "create_engine",
+    "create_replica_engines",
     "get_async_engine",
+    "get_async_replica_engines",
     "get_engine",
+    "get_replica_engines",
     "reset_engines",
 ]
 
 _lock = threading.Lock()
 _engine: Engine | None = None
 _async_engine: AsyncEngine | None = None
+_replica_engines: tuple[Engine, ...] | None = None
+_async_replica_engines: tuple[AsyncEngine, ...] | None = None
 
 
 def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
@@ -38,11 +44,39 @@ def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     }
     # Merge rather than replace: a URL may already carry ?options=-c...
     options = [str(settings.database_url.query.get("options", ""))]
-    if settings.statement_timeout:
+    if settings.statement_timeout and not settings.uses_transaction_pooler:
         options.append(f"-c statement_timeout={settings.statement_timeout}")
     if joined := " ".join(option for option in options if option):
         connect_args["options"] = joined
+    if settings.uses_transaction_pooler:
+        connect_args |= _transaction_pooler_connect_args()
     return connect_args
+
+
+def _transaction_pooler_connect_args() -> dict[str, Any]:
+    """Connection parameters for a transaction pooler, which hands each transaction any server.
+
+    A prepared statement lives on the server connection that prepared it: the next
+    transaction may run on another one ("prepared statement ... does not exist") or on one
+    where another client prepared the same name ("... already exists").
+    """
+    return {"prepare_threshold": None}
+
+
+def _apply_transaction_pooler(sync_engine: Engine, settings: DatabaseSettings) -> None:
+    """Settings a startup packet would carry, applied per transaction instead.
+
+    PgBouncer refuses (or drops) the ``options`` startup parameter, and a session-level ``SET``
+    would outlive the transaction on a server connection other clients get next, so the
+    statement timeout is set with ``SET LOCAL`` when each transaction begins.
+    """
+    if not settings.statement_timeout:
+        return
+    set_local = f"SET LOCAL statement_timeout = {int(settings.statement_timeout)}"
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: sqlalchemy.Connection) -> None:
+        connection.exec_driver_sql(set_local)
 
 
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout")
@@ -108,6 +142,8 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
     engine = sqlalchemy.create_engine(settings.database_url, **_engine_arguments(settings, kwargs))
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine)
+    if settings.uses_transaction_pooler:
+        _apply_transaction_pooler(engine, settings)
     return engine
 
 
@@ -134,6 +170,8 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     )
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine.sync_engine)
+    if settings.uses_transaction_pooler:
+        _apply_transaction_pooler(engine.sync_engine, settings)
     return engine
 
 
@@ -165,6 +203,83 @@ def get_async_engine() -> AsyncEngine:
     return _async_engine
 
 
+def _replica_settings(settings: DatabaseSettings) -> list[DatabaseSettings]:
+    return [settings.model_copy(update={"url": url}) for url in settings.replica_urls]
+
+
+def create_replica_engines(
+    settings: DatabaseSettings | None = None, **kwargs: Any
+) -> tuple[Engine, ...]:
+    """Build one synchronous engine per read replica (`DATABASE_REPLICA_URLS`).
+
+    Each gets the primary's pool, timeout and pooler settings.
+
+    Args:
+        settings: The settings to use; `get_settings()` when omitted.
+        **kwargs: Extra `sqlalchemy.create_engine` arguments, overriding appdb's.
+
+    Returns:
+        The replica engines, in the order of the setting; empty when there are none.
+    """
+    settings = settings or get_settings()
+    return tuple(create_engine(replica, **kwargs) for replica in _replica_settings(settings))
+
+
+def create_async_replica_engines(
+    settings: DatabaseSettings | None = None, **kwargs: Any
+) -> tuple[AsyncEngine, ...]:
+    """Build one asyncio engine per read replica, as `create_replica_engines` does.
+
+    Args:
+        settings: The settings to use; `get_settings()` when omitted.
+        **kwargs: Extra `sqlalchemy.ext.asyncio.create_async_engine` arguments.
+
+    Returns:
+        The replica engines; empty when there are none.
+    """
+    settings = settings or get_settings()
+    return tuple(create_async_engine(replica, **kwargs) for replica in _replica_settings(settings))
+
+
+def get_replica_engines() -> tuple[Engine, ...]:
+    """Return the process-wide replica engines, built from `get_settings()` on first call.
+
+    Returns:
+        The engines `SessionLocal` reads from; empty without `DATABASE_REPLICA_URLS`.
+    """
+    global _replica_engines  # noqa: PLW0603 - see get_engine
+    if _replica_engines is None:
+        with _lock:
+            if _replica_engines is None:
+                _replica_engines = create_replica_engines()
+    return _replica_engines
+
+
+def get_async_replica_engines() -> tuple[AsyncEngine, ...]:
+    """Return the process-wide async replica engines, built from `get_settings()` on first call.
+
+    Returns:
+        The engines `AsyncSessionLocal` reads from; empty without `DATABASE_REPLICA_URLS`.
+    """
+    global _async_replica_engines  # noqa: PLW0603 - see get_engine
+    if _async_replica_engines is None:
+        with _lock:
+            if _async_replica_engines is None:
+                _async_replica_engines = create_async_replica_engines()
+    return _async_replica_engines
+
+
+def _reset_replica_engines(*, close: bool) -> None:
+    """Forget the replica engines; the caller holds `_lock`."""
+    global _replica_engines, _async_replica_engines  # noqa: PLW0603 - see get_engine
+    for engine in _replica_engines or ():
+        engine.dispose(close=close)
+    for async_engine in _async_replica_engines or ():
+        async_engine.sync_engine.dispose(close=False)
+    _replica_engines = None
+    _async_replica_engines = None
+
+
 def reset_engines(*, close: bool = True) -> None:
     """Dispose of the default engines so that the next use builds them again.
 
@@ -184,4 +299,5 @@ def reset_engines(*, close: bool = True) -> None:
             _async_engine.sync_engine.dispose(close=False)
         _engine = None
         _async_engine = None
+        _reset_replica_engines(close=close)
     get_settings.cache_clear()

@@ -30,6 +30,7 @@ from sqlalchemy.pool import NullPool
 from appdb.engine import create_engine
 from appdb.exceptions import (
     AppDBError,
+    ConfigurationError,
     DatabaseUnavailableError,
     MigrationError,
     MigrationLockTimeoutError,
@@ -173,19 +174,53 @@ def _translated_errors(settings: DatabaseSettings, action: str) -> Iterator[None
         raise MigrationError(msg) from exc
 
 
+# A custom setting sent in the startup packet: PostgreSQL applies it to the session, while a
+# transaction pooler either refuses the packet or drops it (it cannot keep one client's
+# session settings on server connections that every client shares).
+_DIRECT_SESSION_PROBE = "appdb.direct_session"
+
+
+def _with_probe(settings: DatabaseSettings) -> DatabaseSettings:
+    url = settings.database_url
+    given = str(url.query.get("options", ""))
+    options = " ".join(part for part in (given, f"-c {_DIRECT_SESSION_PROBE}=on") if part)
+    return settings.model_copy(update={"url": url.update_query_dict({"options": options})})
+
+
+def _not_direct(settings: DatabaseSettings, why: str) -> ConfigurationError:
+    msg = (
+        f"{render_url(settings.database_url)} is not a direct connection to PostgreSQL ({why}); "
+        "migrations hold a session-level lock that a transaction pooler such as PgBouncer "
+        "does not keep: set DATABASE_MIGRATION_URL (or --database-url) to PostgreSQL itself"
+    )
+    return ConfigurationError(msg)
+
+
 @contextlib.contextmanager
 def _migration_lock(settings: DatabaseSettings, timeout: float) -> Iterator[None]:
     """Hold appdb's advisory lock on a dedicated connection (PostgreSQL), waiting at most `timeout`.
 
     The lock lives as long as that connection: if the process dies, the server releases it.
     Waiting is done by polling, so no lock_timeout set for the DDL can cut the wait short.
+    The connection must be a real server session, so a transaction pooler is refused.
     """
     if not settings.is_postgresql:
         yield
         return
-    engine = create_engine(settings, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_engine(_with_probe(settings), poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as connection:
+        try:
+            connection = engine.connect()
+        except sa_exc.OperationalError as exc:
+            if "startup parameter" in str(exc.orig):
+                raise _not_direct(settings, "it refused the startup options") from None
+            raise
+        with connection:
+            probe = text("SELECT current_setting(:name, true)").bindparams(
+                name=_DIRECT_SESSION_PROBE
+            )
+            if connection.execute(probe).scalar() != "on":
+                raise _not_direct(settings, "it dropped the startup options")
             deadline = time.monotonic() + timeout
             try_lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=_LOCK_KEY)
             while not connection.execute(try_lock).scalar():
@@ -232,7 +267,7 @@ def _run_locked(
     action: str,
     lock_timeout: float,
 ) -> list[AppliedRevision]:
-    settings = _settings(settings)
+    settings = _settings(settings).for_migrations()
     config = alembic_config(settings)
     applied: list[AppliedRevision] = []
     config.attributes["on_version_apply"] = _recorder(applied)
@@ -384,7 +419,8 @@ def current(settings: DatabaseSettings | None = None) -> tuple[str, ...]:
     Raises:
         DatabaseUnavailableError: The database could not be reached.
     """
-    settings = _settings(settings)
+    # A read needs no server session: through the pooler is fine when there is no direct URL.
+    settings = _settings(settings).for_migrations(session_level=False)
     engine = create_engine(settings, poolclass=NullPool)
     try:
         with _translated_errors(settings, "read the current revision"), engine.connect() as conn:
@@ -440,7 +476,7 @@ def check(settings: DatabaseSettings | None = None) -> list[str]:
         SchemaOutOfDateError: The database is not at head, so the comparison would be moot.
         DatabaseUnavailableError: The database could not be reached.
     """
-    settings = _settings(settings)
+    settings = _settings(settings).for_migrations(session_level=False)
     ensure_schema_current(settings)
     engine = create_engine(settings, poolclass=NullPool)
     try:

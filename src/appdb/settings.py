@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PlainSerializer, PlainValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -14,7 +15,13 @@ from sqlalchemy.exc import ArgumentError
 
 from appdb.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_SQLITE_FILENAME", "DatabaseSettings", "get_settings", "render_url"]
+__all__ = [
+    "DEFAULT_SQLITE_FILENAME",
+    "DatabaseSettings",
+    "Pooler",
+    "get_settings",
+    "render_url",
+]
 
 logger = logging.getLogger("appdb")
 
@@ -86,6 +93,38 @@ DatabaseURL = Annotated[
 ]
 
 
+def _normalise_urls(value: Any) -> tuple[URL, ...]:
+    """Parse `DATABASE_REPLICA_URLS`: a comma-separated string, a JSON list, or a sequence."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                msg = "is not a JSON list of URLs nor a comma-separated list"
+                raise ValueError(msg) from None
+        else:
+            value = [item for item in text.replace("\n", ",").split(",") if item.strip()]
+    if isinstance(value, URL) or not isinstance(value, list | tuple):
+        msg = "must be a list of database URLs (comma-separated in the environment)"
+        raise TypeError(msg)
+    urls = tuple(_normalise_url(item) for item in value)
+    return tuple(url for url in urls if url is not None)
+
+
+DatabaseURLs = Annotated[
+    tuple[URL, ...],
+    NoDecode,
+    PlainValidator(_normalise_urls),
+    PlainSerializer(lambda urls: [render_url(url) for url in urls], return_type=list[str]),
+]
+
+Pooler = Literal["none", "pgbouncer"]
+"""What sits between appdb and PostgreSQL: nothing, or PgBouncer in transaction mode."""
+
+
 class DatabaseSettings(BaseSettings):
     """Connection and pool settings, from keyword arguments, `DATABASE_*` variables or `.env`.
 
@@ -144,6 +183,26 @@ class DatabaseSettings(BaseSettings):
         ge=0,
         description="Seconds SQLite waits for a lock before 'database is locked'.",
     )
+    pooler: Pooler = Field(
+        default="none",
+        description=(
+            "pgbouncer: DATABASE_URL (and the replicas) lead through PgBouncer in transaction "
+            "mode, so appdb keeps no state on a server connection beyond one transaction."
+        ),
+    )
+    migration_url: DatabaseURL = Field(
+        default=None,
+        description="Direct (owner) URL appdb-migrate uses; unset: DATABASE_URL.",
+    )
+    replica_urls: DatabaseURLs = Field(
+        default=(),
+        description="Streaming read replicas: sessions read there until they write.",
+    )
+    replica_retry_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds an unreachable replica is left alone before it is tried again.",
+    )
 
     def __init__(self, **values: Any) -> None:
         """Read the settings; raise `ConfigurationError` instead of pydantic's `ValidationError`.
@@ -178,6 +237,23 @@ class DatabaseSettings(BaseSettings):
             logger.warning("%sURL is not set; using the SQLite file %s", _ENV_PREFIX, path)
         return self
 
+    @model_validator(mode="after")
+    def _check_scaling(self) -> DatabaseSettings:
+        backend = self.database_url.get_backend_name()
+        if self.pooler != "none" and backend != "postgresql":
+            msg = f"{_ENV_PREFIX}POOLER={self.pooler} needs a PostgreSQL {_ENV_PREFIX}URL"
+            raise ValueError(msg)
+        if self.replica_urls and backend != "postgresql":
+            msg = f"{_ENV_PREFIX}REPLICA_URLS needs a PostgreSQL {_ENV_PREFIX}URL"
+            raise ValueError(msg)
+        if any(url.get_backend_name() != backend for url in self.replica_urls):
+            msg = f"{_ENV_PREFIX}REPLICA_URLS must all be {backend} URLs, as {_ENV_PREFIX}URL is"
+            raise ValueError(msg)
+        if self.migration_url is not None and self.migration_url.get_backend_name() != backend:
+            msg = f"{_ENV_PREFIX}MIGRATION_URL must be a {backend} URL, as {_ENV_PREFIX}URL is"
+            raise ValueError(msg)
+        return self
+
     @property
     def database_url(self) -> URL:
         """The normalised URL (never ``None`` once the settings exist)."""
@@ -195,6 +271,38 @@ class DatabaseSettings(BaseSettings):
     def is_postgresql(self) -> bool:
         """Whether the database is PostgreSQL."""
         return self.database_url.get_backend_name() == "postgresql"
+
+    @property
+    def uses_transaction_pooler(self) -> bool:
+        """Whether connections lead through a transaction pooler (`DATABASE_POOLER`)."""
+        return self.pooler != "none"
+
+    def for_migrations(self, *, session_level: bool = True) -> DatabaseSettings:
+        """The settings migrations connect with: `DATABASE_MIGRATION_URL`, else `DATABASE_URL`.
+
+        Args:
+            session_level: The caller needs a real server session (the migration lock,
+                ``SET lock_timeout``), which a transaction pooler cannot give.
+
+        Returns:
+            Settings whose URL is the migration target, with no pooler and no replicas.
+
+        Raises:
+            ConfigurationError: `session_level` is asked for, but the only URL leads through
+                the transaction pooler named by `DATABASE_POOLER`.
+        """
+        if self.migration_url is not None:
+            return self.model_copy(
+                update={"url": self.migration_url, "pooler": "none", "replica_urls": ()}
+            )
+        if session_level and self.uses_transaction_pooler:
+            msg = (
+                f"{_ENV_PREFIX}POOLER={self.pooler}: {_ENV_PREFIX}URL leads through a transaction "
+                "pooler, where the migration lock and session settings do not hold; set "
+                f"{_ENV_PREFIX}MIGRATION_URL to a direct connection to PostgreSQL"
+            )
+            raise ConfigurationError(msg)
+        return self
 
 
 def _describe(exc: ValidationError) -> str:

@@ -1,0 +1,110 @@
+"""Fixtures for the scaling tests: PgBouncer in transaction mode in front of the test server.
+
+Tests in this directory run on PostgreSQL only. `pooled_database` gives each test a fresh
+database reached through PgBouncer, and the `database_url` / `settings` overrides make every
+fixture of the main suite (engines, sessions, ...) go through it with ``DATABASE_POOLER``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from appdb import DatabaseSettings
+from pgbouncer import PgBouncer, find_pgbouncer
+
+
+def create_database(admin_url: URL) -> URL:
+    """Create an empty database with a unique name on the admin URL's server; return its URL."""
+    name = f"appdb_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return admin_url.set(database=name)
+
+
+def drop_database(admin_url: URL, url: URL) -> None:
+    """Drop a database made by `create_database`, whoever is still connected."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_binary() -> Path:
+    """The ``pgbouncer`` program (Debian's ``pgbouncer`` package; `.ci/run` installs it)."""
+    binary = find_pgbouncer()
+    if binary is not None:
+        return binary
+    reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the pooler tests: {reason}")
+    pytest.skip(f"pooler tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pgbouncer_binary: Path, postgresql_admin_url: URL) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the test server, 4 server connections per database.
+
+    Fewer server connections than concurrent clients, so transactions of different clients
+    share server connections: any state left on one would leak to another.
+    """
+    bouncer = PgBouncer(
+        pgbouncer_binary,
+        postgresql_admin_url.host or "127.0.0.1",
+        postgresql_admin_url.port or 5432,
+        pool_size=4,
+    ).start()
+    yield bouncer
+    bouncer.stop()
+
+
+class PooledDatabase(NamedTuple):
+    """One test database: its direct URL and the same database through PgBouncer."""
+
+    direct: URL
+    pooled: URL
+
+
+@pytest.fixture
+def pooled_database(postgresql_admin_url: URL, pgbouncer: PgBouncer) -> Iterator[PooledDatabase]:
+    """A fresh database, reachable directly and through PgBouncer; dropped after the test."""
+    direct = create_database(postgresql_admin_url)
+    try:
+        yield PooledDatabase(direct, pgbouncer.url(direct.database or ""))
+    finally:
+        drop_database(postgresql_admin_url, direct)
+
+
+@pytest.fixture(params=["postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Scaling is about PostgreSQL: the main suite's SQLite half does not run here."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, pooled_database: PooledDatabase) -> URL:
+    """The main suite's database fixture, through PgBouncer."""
+    assert backend == "postgresql"
+    return pooled_database.pooled
+
+
+@pytest.fixture
+def settings(database_url: URL, pooled_database: PooledDatabase) -> DatabaseSettings:
+    """The main suite's settings, through PgBouncer with ``DATABASE_POOLER=pgbouncer``."""
+    return DatabaseSettings(
+        url=database_url,
+        migration_url=pooled_database.direct,
+        pooler="pgbouncer",
+        pool_size=2,
+        max_overflow=2,
+        application_name="appdb-tests",
+    )
