@@ -37,7 +37,7 @@ def find_pgbouncer() -> Path | None:
 class PgBouncer:
     """One PgBouncer in front of ``upstream_host:upstream_port``, every database passed through."""
 
-    def __init__(  # noqa: PLR0913 - the few pgbouncer.ini settings tests vary
+    def __init__(
         self,
         binary: Path,
         upstream_host: str,
@@ -91,7 +91,7 @@ class PgBouncer:
     def start(self) -> Self:
         """Run PgBouncer and wait until it accepts connections."""
         options: dict[str, Any] = _as_server_user()
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary and ini
+        self.process = subprocess.Popen(
             [str(self.binary), "-q", str(self.ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -347,6 +347,11 @@ def stamp(
     _run_locked(lambda config: command.stamp(config, revision), settings, "stamp", lock_timeout)
 
 
+def _serverless_settings(url: str) -> DatabaseSettings:
+    """Settings for work that needs no server, whatever the environment says about one."""
+    return DatabaseSettings(url=url, pooler="none", migration_url=None, replica_urls=())
+
+
 def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     """Render the SQL of an upgrade or downgrade without a server (PostgreSQL dialect).
 
@@ -362,7 +367,7 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
         MigrationError: The revision range is not valid.
     """
     buffer = io.StringIO()
-    settings = DatabaseSettings(url="postgresql://offline/appdb")
+    settings = _serverless_settings("postgresql://offline/appdb")
     config = alembic_config(settings, stdout=buffer)
     config.output_buffer = buffer
     if downgrade and ":" not in revision:
@@ -376,7 +381,7 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
 
 
 def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config(DatabaseSettings(url="sqlite://")))
+    return ScriptDirectory.from_config(alembic_config(_serverless_settings("sqlite://")))
 
 
 def heads() -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -65,6 +65,28 @@ def pgbouncer(pgbouncer_binary: Path, postgresql_admin_url: URL) -> Iterator[PgB
     ).start()
     yield bouncer
     bouncer.stop()
+
+
+@pytest.fixture
+def make_pgbouncer(
+    pgbouncer_binary: Path, postgresql_admin_url: URL
+) -> Iterator[Callable[..., PgBouncer]]:
+    """Start PgBouncers in front of the test server (pgbouncer.ini settings as keywords); stopped after the test."""
+    started: list[PgBouncer] = []
+
+    def make(**ini: str | int) -> PgBouncer:
+        bouncer = PgBouncer(
+            pgbouncer_binary,
+            postgresql_admin_url.host or "127.0.0.1",
+            postgresql_admin_url.port or 5432,
+            **ini,  # type: ignore[arg-type]
+        )
+        started.append(bouncer)
+        return bouncer.start()
+
+    yield make
+    for bouncer in started:
+        bouncer.stop()
 
 
 class PooledDatabase(NamedTuple):
