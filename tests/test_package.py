@@ -51,6 +51,7 @@ PUBLIC_API = {
     "metadata",
     "reset_engines",
     "session_scope",
+    "use_primary",
 }
 
 

@@ -41,7 +41,13 @@ from appdb.models import (
     UserUpdate,
     metadata,
 )
-from appdb.session import AsyncSessionLocal, SessionLocal, async_session_scope, session_scope
+from appdb.session import (
+    AsyncSessionLocal,
+    SessionLocal,
+    async_session_scope,
+    session_scope,
+    use_primary,
+)
 from appdb.settings import DatabaseSettings, get_settings
 
 __version__ = _version("appdb")
@@ -84,4 +90,5 @@ __all__ = [
     "metadata",
     "reset_engines",
     "session_scope",
+    "use_primary",
 ]
