@@ -204,3 +204,94 @@ def test_get_settings_is_cached_and_resettable(monkeypatch: pytest.MonkeyPatch) 
     assert first is get_settings()
     get_settings.cache_clear()
     assert "second" == get_settings().database_url.database
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://r1.internal/app, postgres://r2.internal:5433/app",
+        '["postgresql://r1.internal/app", "postgres://r2.internal:5433/app"]',
+    ],
+)
+def test_replica_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    """DATABASE_REPLICA_URLS takes a comma-separated or a JSON list, normalised like DATABASE_URL."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql://primary.internal/app")
+    monkeypatch.setenv("DATABASE_REPLICA_URLS", raw)
+    settings = DatabaseSettings()
+    assert [
+        "postgresql+psycopg://r1.internal/app",
+        "postgresql+psycopg://r2.internal:5433/app",
+    ] == [str(url) for url in settings.replica_urls]
+
+
+def test_scaling_defaults() -> None:
+    """No pooler, no migration URL, no replicas: appdb behaves as on one server."""
+    settings = DatabaseSettings(url="postgresql://h/d")
+    assert ("none", None, ()) == (settings.pooler, settings.migration_url, settings.replica_urls)
+    assert not settings.uses_transaction_pooler
+    assert settings is settings.for_migrations()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"url": "sqlite://", "pooler": "pgbouncer"},
+            "DATABASE_POOLER=pgbouncer needs a PostgreSQL",
+        ),
+        ({"url": "postgresql://h/d", "pooler": "odyssey"}, "DATABASE_POOLER: Input should be"),
+        (
+            {"url": "sqlite://", "replica_urls": "postgresql://r/d"},
+            "REPLICA_URLS needs a PostgreSQL",
+        ),
+        ({"url": "postgresql://h/d", "replica_urls": "mysql://r/d"}, "DATABASE_REPLICA_URLS"),
+        ({"url": "postgresql://h/d", "replica_urls": "[not json"}, "DATABASE_REPLICA_URLS"),
+        (
+            {"url": "postgresql://h/d", "migration_url": "sqlite://"},
+            "MIGRATION_URL must be a postgresql",
+        ),
+        (
+            {"url": "postgresql://h/d", "replica_retry_interval": 0},
+            "DATABASE_REPLICA_RETRY_INTERVAL",
+        ),
+    ],
+)
+def test_scaling_settings_are_validated(fields: dict, message: str) -> None:
+    """Scaling settings that cannot work are refused, naming the variable."""
+    with pytest.raises(ConfigurationError, match=message):
+        DatabaseSettings(**fields)
+
+
+def test_replica_and_migration_urls_hide_passwords() -> None:
+    """Replica and migration URLs never show their password either, nor do their errors."""
+    settings = DatabaseSettings(
+        url="postgresql://app@pgbouncer/d",
+        migration_url=f"postgresql://owner:{SECRET}@primary/d",
+        replica_urls=f"postgresql://ro:{SECRET}@replica/d",
+    )
+    for text in (repr(settings), str(settings.model_dump()), settings.model_dump_json()):
+        assert "s3cr" not in text
+    with pytest.raises(ConfigurationError) as error:
+        DatabaseSettings(url="postgresql://h/d", replica_urls=f"mysql://ro:{SECRET}@replica/d")
+    assert "s3cr" not in str(error.value)
+
+
+def test_for_migrations_uses_the_migration_url() -> None:
+    """Migrations connect to DATABASE_MIGRATION_URL directly: no pooler, no replicas."""
+    settings = DatabaseSettings(
+        url="postgresql://app@pgbouncer:6432/d",
+        pooler="pgbouncer",
+        migration_url="postgresql://owner@primary:5432/d",
+        replica_urls="postgresql://replica/d",
+    )
+    migration = settings.for_migrations()
+    assert "postgresql+psycopg://owner@primary:5432/d" == str(migration.database_url)
+    assert ("none", ()) == (migration.pooler, migration.replica_urls)
+
+
+def test_for_migrations_refuses_the_pooler_alone() -> None:
+    """Behind a transaction pooler with no migration URL, only reads may use DATABASE_URL."""
+    settings = DatabaseSettings(url="postgresql://app@pgbouncer:6432/d", pooler="pgbouncer")
+    with pytest.raises(ConfigurationError, match="set DATABASE_MIGRATION_URL to a direct"):
+        settings.for_migrations()
+    assert settings is settings.for_migrations(session_level=False)
