@@ -16,7 +16,8 @@ Run as root or as a user that may run PostgreSQL; needs ``pgbouncer`` (Debian pa
 
     python benchmarks/bench_scaling.py
 
-``APPDB_BENCH_MESSAGES`` (default 1000000), ``APPDB_BENCH_CLIENTS`` (50),
+``APPDB_BENCH_SIZING_ONLY=1`` stops after the sizing. ``APPDB_BENCH_MESSAGES`` (default
+1000000), ``APPDB_BENCH_CLIENTS`` (50),
 ``APPDB_BENCH_OPS`` (operations per client and round, 40) and ``APPDB_BENCH_ROUNDS`` (3)
 trade time for steadier figures.
 """
@@ -117,6 +118,22 @@ def sizing(url: sa.URL) -> None:
             )
             for name, size in per_index:
                 print(f"  {name}: {size / 2**20:.1f} MiB ({size / rows:.1f} B/row)")
+    # What partial indexes would save on the columns that are mostly NULL (docs/scaling.md).
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        rows = connection.exec_driver_sql("SELECT count(*) FROM messages").scalar_one()
+        for column, key in (("conversation_id", "conversation_id, id"), ("parent_id", "parent_id")):
+            sizes = []
+            # Both built fresh, so the comparison is not skewed by the page splits of the load.
+            for where in ("", f" WHERE {column} IS NOT NULL"):
+                connection.exec_driver_sql(f"CREATE INDEX bench_index ON messages ({key}){where}")
+                sizes.append(
+                    connection.exec_driver_sql(
+                        "SELECT pg_relation_size('bench_index')"
+                    ).scalar_one()
+                )
+                connection.exec_driver_sql("DROP INDEX bench_index")
+            full, partial = (f"{size / 2**20:.1f} MiB ({size / rows:.1f} B/row)" for size in sizes)
+            print(f"  ({key}) freshly built: {full}; WHERE {column} IS NOT NULL: {partial}")
     engine.dispose()
 
 
@@ -171,6 +188,8 @@ def main() -> None:  # noqa: C901, PLR0915 - one scenario, told in order
         seconds = load(url)
         print(f"loaded {USERS} users and {MESSAGES} messages in {seconds:.1f}s")
         sizing(url)
+        if os.environ.get("APPDB_BENCH_SIZING_ONLY"):
+            return
 
         replica = PostgresServer.replica_of(primary, **SERVER_CONF).start()
         servers.append(replica)
