@@ -79,7 +79,7 @@ def make_pgbouncer(
             pgbouncer_binary,
             postgresql_admin_url.host or "127.0.0.1",
             postgresql_admin_url.port or 5432,
-            **ini,  # type: ignore[arg-type]
+            **ini,
         )
         started.append(bouncer)
         return bouncer.start()

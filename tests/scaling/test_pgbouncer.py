@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -84,7 +85,9 @@ def test_concurrent_sync_and_async_clients(pooled_database, pgbouncer: PgBouncer
 
     async def async_clients() -> None:
         async_engine = create_async_engine(settings)
-        async_factory = aio_sessionmaker(async_engine)
+        async_factory = async_sessionmaker(
+            async_engine, class_=AsyncSession, autoflush=False, expire_on_commit=False
+        )
 
         async def one(number: int) -> None:
             for round_ in range(ROUNDS):
@@ -119,15 +122,6 @@ def test_concurrent_sync_and_async_clients(pooled_database, pgbouncer: PgBouncer
     assert servers <= 4
     assert pool["cl_active"] + pool["cl_waiting"] > servers  # clients really shared servers
     engine.dispose()
-
-
-def aio_sessionmaker(async_engine):
-    """An async session factory configured as `AsyncSessionLocal` is."""
-    from sqlalchemy.ext.asyncio import async_sessionmaker  # noqa: PLC0415
-
-    return async_sessionmaker(
-        async_engine, class_=AsyncSession, autoflush=False, expire_on_commit=False
-    )
 
 
 def _count_unread_repeatedly(settings: DatabaseSettings, hub_id: int, times: int = 8) -> None:
