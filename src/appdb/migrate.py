@@ -112,7 +112,8 @@ def alembic_config(
     Tools such as pytest-alembic, and services that run Alembic themselves, can use it as is.
 
     Args:
-        settings: The database to migrate; `get_settings()` when omitted.
+        settings: The database to migrate; `get_settings()` when omitted. Migrations run
+            on its `DatabaseSettings.for_migrations` URL unless `connection` is given.
         connection: Run migrations on this connection (inside the caller's transaction)
             instead of opening one.
         stdout: Where Alembic writes its output (offline SQL, history).
@@ -296,6 +297,8 @@ def upgrade(
         MigrationError: A revision failed (PostgreSQL stays at the last revision that completed).
         MigrationLockTimeoutError: Another migration held the lock for too long.
         DatabaseUnavailableError: The database could not be reached.
+        ConfigurationError: The connection leads through a transaction pooler (see
+            `DatabaseSettings.for_migrations`).
     """
     return _run_locked(
         lambda config: command.upgrade(config, revision), settings, "upgrade", lock_timeout
@@ -322,6 +325,8 @@ def downgrade(
         MigrationError: A downgrade step failed.
         MigrationLockTimeoutError: Another migration held the lock for too long.
         DatabaseUnavailableError: The database could not be reached.
+        ConfigurationError: The connection leads through a transaction pooler (see
+            `DatabaseSettings.for_migrations`).
     """
     return _run_locked(
         lambda config: command.downgrade(config, revision), settings, "downgrade", lock_timeout
@@ -343,6 +348,7 @@ def stamp(
 
     Raises:
         MigrationError: The revision is unknown or the stamp failed.
+        ConfigurationError: The connection leads through a transaction pooler.
     """
     _run_locked(lambda config: command.stamp(config, revision), settings, "stamp", lock_timeout)
 
