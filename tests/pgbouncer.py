@@ -46,9 +46,14 @@ class PgBouncer:
         pool_mode: str = "transaction",
         pool_size: int = 5,
         max_client_conn: int = 200,
+        password: str | None = None,
         **extra: str | int,
     ) -> None:
-        """Prepare the configuration; `start` runs it."""
+        """Prepare the configuration; `start` runs it.
+
+        Clients log in without a password (``auth_type = trust``) as ``postgres``; PgBouncer
+        logs in to the server with `password`, if the server asks for one.
+        """
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -57,7 +62,8 @@ class PgBouncer:
         self.logfile = self.root / "pgbouncer.log"
         self.process: subprocess.Popen[bytes] | None = None
         auth_file = self.root / "users.txt"
-        auth_file.write_text('"postgres" ""\n')
+        auth_file.write_text(f'"postgres" "{password or ""}"\n')
+        auth_file.chmod(0o600)
         settings: dict[str, str | int] = {
             "listen_addr": self.host,
             "listen_port": self.port,

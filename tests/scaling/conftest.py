@@ -62,6 +62,7 @@ def pgbouncer(pgbouncer_binary: Path, postgresql_admin_url: URL) -> Iterator[PgB
         postgresql_admin_url.host or "127.0.0.1",
         postgresql_admin_url.port or 5432,
         pool_size=4,
+        password=postgresql_admin_url.password,
     ).start()
     yield bouncer
     bouncer.stop()
@@ -79,6 +80,7 @@ def make_pgbouncer(
             pgbouncer_binary,
             postgresql_admin_url.host or "127.0.0.1",
             postgresql_admin_url.port or 5432,
+            password=postgresql_admin_url.password,
             **ini,
         )
         started.append(bouncer)
