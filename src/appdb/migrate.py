@@ -35,6 +35,7 @@ from appdb.exceptions import (
     MigrationLockTimeoutError,
     SchemaOutOfDateError,
 )
+from appdb.extensions import service_migrations
 from appdb.models import metadata
 from appdb.settings import DatabaseSettings, get_settings, render_url
 
@@ -48,6 +49,7 @@ __all__ = [
     "AppliedRevision",
     "Revision",
     "alembic_config",
+    "at_heads",
     "check",
     "current",
     "downgrade",
@@ -76,6 +78,7 @@ class Revision:
     down_revision: str | None
     description: str
     is_head: bool
+    branch_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,26 @@ def _script_location() -> str:
     raise MigrationError(msg)
 
 
+def _versions_folder(script_location: str) -> str:
+    if script_location == "appdb:migrations":
+        return str(resources.files("appdb").joinpath("migrations", "versions"))
+    return str(Path(script_location) / "versions")
+
+
+def _add_service_locations(config: Config, script_location: str) -> None:
+    """Add every registered service's versions folder next to appdb's own.
+
+    With no service installed nothing is set, and Alembic reads appdb's folder as always.
+    """
+    services = service_migrations()
+    if not services:
+        return
+    folders = [_versions_folder(script_location), *(str(s.versions) for s in services)]
+    config.set_main_option("path_separator", "newline")
+    # ConfigParser interpolates '%': a folder name may contain one.
+    config.set_main_option("version_locations", "\n".join(f.replace("%", "%%") for f in folders))
+
+
 def alembic_config(
     settings: DatabaseSettings | None = None,
     *,
@@ -120,7 +143,9 @@ def alembic_config(
         A configuration needing no ``alembic.ini``.
     """
     config = Config(stdout=stdout or io.StringIO())
-    config.set_main_option("script_location", _script_location())
+    location = _script_location()
+    config.set_main_option("script_location", location)
+    _add_service_locations(config, location)
     config.attributes["appdb_settings"] = settings or get_settings()
     if connection is not None:
         config.attributes["connection"] = connection
@@ -242,15 +267,16 @@ def _run_locked(
 
 
 def upgrade(
-    revision: str = "head",
+    revision: str = "heads",
     settings: DatabaseSettings | None = None,
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[AppliedRevision]:
-    """Bring the database up to `revision` (default: the head this appdb ships).
+    """Bring the database up to `revision` (default: every head, appdb's and the services').
 
     Args:
-        revision: Target revision id, ``head``, or a relative target such as ``+1``.
+        revision: Target revision id, ``heads``, ``head`` (when there is one), a branch
+            such as ``smartspace@head``, or a relative target such as ``+1``.
         settings: The database; `get_settings()` when omitted.
         lock_timeout: Seconds to wait for a concurrent migration to finish.
 
@@ -345,7 +371,7 @@ def _script() -> ScriptDirectory:
 
 
 def heads() -> tuple[str, ...]:
-    """The head revision(s) this installed appdb ships (one, unless the history branched).
+    """The head revisions: appdb's, and one per registered service (see `appdb.extensions`).
 
     Returns:
         Revision ids.
@@ -353,8 +379,28 @@ def heads() -> tuple[str, ...]:
     return tuple(_script().get_heads())
 
 
+def at_heads(revisions: Sequence[str]) -> bool:
+    """Whether a database at `revisions` has every head applied and nothing unknown.
+
+    Alembic records a service's head alone once it depends on appdb's head, so the recorded
+    revisions and their ancestors (dependencies included) are compared with the heads.
+
+    Args:
+        revisions: What `current()` returned.
+
+    Returns:
+        True when an upgrade to ``heads`` would do nothing.
+    """
+    script = _script()
+    known = {item.revision for item in script.walk_revisions()}
+    if not revisions or not set(revisions) <= known:
+        return False
+    applied = {item.revision for item in script.iterate_revisions(tuple(revisions), "base")}
+    return set(script.get_heads()) <= applied
+
+
 def history() -> list[Revision]:
-    """Every bundled revision, newest first.
+    """Every revision, appdb's and the registered services', newest first.
 
     Returns:
         The revisions with their descriptions.
@@ -367,6 +413,7 @@ def history() -> list[Revision]:
             down_revision=item.down_revision if isinstance(item.down_revision, str) else None,
             description=item.doc,
             is_head=item.revision in head_ids,
+            branch_labels=tuple(sorted(item.branch_labels)),
         )
         for item in script.walk_revisions()
     ]
@@ -400,7 +447,7 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
         settings: The database; `get_settings()` when omitted.
 
     Returns:
-        The head revision the database is at.
+        The head revision(s) the database is at, comma-separated.
 
     Raises:
         SchemaOutOfDateError: The database is behind (run ``appdb-migrate upgrade``) or ahead
@@ -409,8 +456,8 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
     """
     expected = heads()
     actual = current(settings)
-    if set(actual) == set(expected):
-        return expected[0]
+    if at_heads(actual):
+        return ", ".join(expected)
     known = {revision.revision for revision in history()}
     shown = ", ".join(actual) or "no revision (never migrated)"
     if set(actual) - known:
