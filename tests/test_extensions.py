@@ -270,3 +270,20 @@ def test_cli_broken_service_exits_1(tmp_path: Path) -> None:
         "(svcdemo.migrations): ModuleNotFoundError: No module named 'no_such_module'"
     )
     assert [expected] == result.stderr.splitlines()
+
+
+def test_offline_sql_covers_both(service: Path) -> None:
+    """--sql renders the service's revisions after appdb's, and a branch's downgrade alone."""
+    upgrade = migrate.offline_sql("heads")
+    assert upgrade.index("CREATE TABLE users") < upgrade.index("CREATE TABLE svcdemo_notes")
+    branch_down = migrate.offline_sql("svcdemo@base", downgrade=True)
+    assert "DROP TABLE svcdemo_notes" in branch_down
+    assert "DROP TABLE users" not in branch_down
+    assert "DROP TABLE users" in migrate.offline_sql("base", downgrade=True)
+
+
+def test_schema_draws_registered_tables(service: Path) -> None:
+    """`appdb.schema` draws the registered services' tables by default."""
+    from appdb import schema  # noqa: PLC0415
+
+    assert "svcdemo_notes" in schema.render_text()

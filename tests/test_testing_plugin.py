@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,25 @@ def test_unreachable_server_fails_the_tests(
     """A PostgreSQL URL that does not answer is an error, never a silent fallback to SQLite."""
     monkeypatch.setenv(DATABASE_URL_VARIABLE, "postgresql://nobody:s3cret-pw@127.0.0.1:9/none")
     pytester.makepyfile("def test_db(appdb_session):\n    pass\n")
-    result = pytester.runpytest("-q")
+    # A process of its own, as in a service: in-process runs share imported driver modules.
+    result = pytester.runpytest_subprocess("-q")
     result.assert_outcomes(errors=1)
     assert "s3cret-pw" not in result.stdout.str()
+    assert any(
+        "APPDB_TEST_DATABASE_URL: cannot create a test database on PostgreSQL at 127.0.0.1:9"
+        in line
+        for line in result.outlines
+    )
+
+
+def test_plugin_imports_cheaply(tmp_path: Path) -> None:
+    """Pytest loads the plugin wherever appdb is installed: no Alembic, FastAPI or Docker client."""
+    code = (
+        "import sys, appdb.testing\n"
+        "print(sorted(m for m in ('alembic', 'fastapi', 'testcontainers', 'docker') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (0, "[]") == (result.returncode, result.stdout.strip()), result.stderr

@@ -168,9 +168,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _schema(args: argparse.Namespace) -> None:
     from appdb import schema  # noqa: PLC0415
-    from appdb.extensions import service_migrations  # noqa: PLC0415
 
-    service_migrations()  # registered services' models join appdb.metadata
     render = schema.render_text if args.format == "text" else schema.render_mermaid
     sys.stdout.write(render())
 

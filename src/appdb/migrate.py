@@ -342,8 +342,8 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     """Render the SQL of an upgrade or downgrade without a server (PostgreSQL dialect).
 
     Args:
-        revision: ``head``/an id (upgrade from base), or ``FROM:TO``; a plain downgrade
-            target is taken from ``head``.
+        revision: ``heads``/an id (upgrade from base), or ``FROM:TO``; a plain downgrade
+            target is taken from ``heads`` (``branch@head`` for ``branch@...``).
         downgrade: Render the downgrade instead.
 
     Returns:
@@ -357,7 +357,8 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     config = alembic_config(settings, stdout=buffer)
     config.output_buffer = buffer
     if downgrade and ":" not in revision:
-        revision = f"head:{revision}"
+        branch, at, _ = revision.rpartition("@")
+        revision = f"{branch}@head:{revision}" if at else f"heads:{revision}"
     with _translated_errors(settings, "render SQL"):
         if downgrade:
             command.downgrade(config, revision, sql=True)

@@ -76,10 +76,22 @@ class _Server:
         name = f"appdb_test_{uuid.uuid4().hex[:12]}"
         if self.admin_url is None:
             return URL.create("sqlite", database=str(self.directory / f"{name}.sqlite3"))
+        from sqlalchemy.exc import OperationalError  # noqa: PLC0415
+
         engine = _admin_engine(self.admin_url)
         try:
             with engine.connect() as connection:
                 connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except OperationalError as exc:
+            # One line, no traceback: pytest's would show the driver's arguments, password too.
+            reason = " ".join(str(exc.orig).split())
+            if self.admin_url.password:
+                reason = reason.replace(str(self.admin_url.password), "***")
+            pytest.fail(
+                f"{DATABASE_URL_VARIABLE}: cannot create a test database on "
+                f"{self.describe()}: {reason}",
+                pytrace=False,
+            )
         finally:
             engine.dispose()
         return self.admin_url.set(database=name)
