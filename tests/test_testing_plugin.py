@@ -13,13 +13,15 @@ from sqlalchemy.engine import URL
 from appdb.testing import DATABASE_URL_VARIABLE
 
 SERVICE_TESTS = """
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from appdb import Message, User, get_db, migrate
+from appdb import Message, User, get_async_db, get_db, migrate
 from appdb.exceptions import UsernameTakenError
 from appdb.testing import override_get_db
 from appdb.users import create_user
@@ -96,6 +98,23 @@ async def test_async_commits_are_undone_2(appdb_async_session):
     assert [] == (await appdb_async_session.exec(select(User))).all()
 
 
+@app.get("/users/count")
+async def count_users(db: AsyncSession = Depends(get_async_db)) -> int:
+    return len((await db.exec(select(User))).all())
+
+
+@pytest.mark.anyio
+async def test_async_route_gets_the_async_session(appdb_async_session, appdb_async_users):
+    await appdb_async_users.create(username="amy")
+    await appdb_async_users.telegram()
+    transport = httpx.ASGITransport(app=app)
+    with override_get_db(app, appdb_async_session):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/users/count")
+    assert (200, 2) == (response.status_code, response.json())
+    assert get_async_db not in app.dependency_overrides
+
+
 def test_empty_database_is_not_migrated(appdb_empty_database_url):
     engine = sa.create_engine(appdb_empty_database_url)
     try:
@@ -132,7 +151,7 @@ def test_service_suite_passes_isolated(
     """Migrated once, every commit undone between tests, sync and async, FastAPI overridden."""
     pytester.makepyfile(test_service=SERVICE_TESTS)
     result = pytester.runpytest("-p", "anyio")
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=10)
     backend = "SQLite" if plugin_backend is None else "postgresql+psycopg://postgres@127.0.0.1"
     assert any(f"appdb: test databases on {backend}" in line for line in result.outlines)
     name = (Path(str(pytester.path)).parent / "basetemp" / "database").read_text()
