@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -148,7 +148,7 @@ def create_app(*, check_schema: bool = True) -> FastAPI:
     return app
 
 
-def _handler(code: int):  # noqa: ANN202 - Starlette's handler signature
+def _handler(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handle(_request: Request, error: Exception) -> JSONResponse:
         # appdb's messages name the bad argument and never repeat a password.
         return JSONResponse({"detail": str(error)}, status_code=code)

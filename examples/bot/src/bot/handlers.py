@@ -15,6 +15,14 @@ from appdb.exceptions import InvalidInputError
 INBOX_PAGE = 5
 
 
+def _id(user: User) -> int:
+    """The id of a user the middleware touched (flushed, so it has one)."""
+    if user.id is None:
+        msg = "the session middleware did not run"
+        raise RuntimeError(msg)
+    return user.id
+
+
 async def _find(session: AsyncSession, name: str) -> User | None:
     """A user by web username, else by the Telegram handle they last used."""
     name = name.removeprefix("@")
@@ -29,15 +37,13 @@ async def _find(session: AsyncSession, name: str) -> User | None:
 
 async def start(message: TelegramMessage, session: AsyncSession, db_user: User) -> None:
     """Greet the user with their unread count."""
-    assert db_user.id is not None  # noqa: S101 - the middleware flushed the user
-    unread = await unread_count(session, db_user.id)
+    unread = await unread_count(session, _id(db_user))
     await message.answer(f"Hi {db_user.display_name}! You have {unread} unread message(s).")
 
 
 async def show_inbox(message: TelegramMessage, session: AsyncSession, db_user: User) -> None:
     """Show the newest unread messages and mark them read."""
-    assert db_user.id is not None  # noqa: S101
-    page = await inbox(session, db_user.id, limit=INBOX_PAGE, unread_only=True)
+    page = await inbox(session, _id(db_user), limit=INBOX_PAGE, unread_only=True)
     if not page:
         await message.answer("No unread messages.")
         return
@@ -48,7 +54,7 @@ async def show_inbox(message: TelegramMessage, session: AsyncSession, db_user: U
         )
     }
     lines = [f"{senders[item.sender_id]}: {item.content}" for item in page]
-    await mark_read(session, db_user.id, message_ids=[item.id for item in page if item.id])
+    await mark_read(session, _id(db_user), message_ids=[item.id for item in page if item.id])
     await message.answer("\n".join(lines))
 
 
@@ -56,14 +62,13 @@ async def send(
     message: TelegramMessage, command: CommandObject, session: AsyncSession, db_user: User
 ) -> None:
     """Store ``/send <username> <text>`` for that user."""
-    assert db_user.id is not None  # noqa: S101
     name, _, text = (command.args or "").partition(" ")
     recipient = await _find(session, name) if name else None
     if recipient is None or recipient.id is None:
         await message.answer("Usage: /send <username> <text> (to someone who used this bot)")
         return
     try:
-        await send_message(session, sender_id=db_user.id, recipient_id=recipient.id, content=text)
+        await send_message(session, sender_id=_id(db_user), recipient_id=recipient.id, content=text)
     except InvalidInputError:
         await message.answer("The message must not be empty.")
         return
