@@ -287,3 +287,16 @@ def test_schema_draws_registered_tables(service: Path) -> None:
     from appdb import schema  # noqa: PLC0415
 
     assert "svcdemo_notes" in schema.render_text()
+
+
+def test_service_migrations_missing_here(service: Path, settings: DatabaseSettings) -> None:
+    """A process without the service's package cannot vouch for a database the service migrated.
+
+    Alembic records the service's head alone, so such a process is told to install it.
+    """
+    migrate.upgrade(settings=settings)
+    sys.path.remove(str(service))
+    _forget_service()
+    assert ("0002_messages",) == migrate.heads()
+    with pytest.raises(migrate.SchemaOutOfDateError, match="install its package"):
+        migrate.ensure_schema_current(settings)

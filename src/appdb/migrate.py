@@ -464,7 +464,8 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
     if set(actual) - known:
         msg = (
             f"database is at {shown}, which this appdb does not know (it ships "
-            f"{', '.join(expected)}): the database is ahead, upgrade appdb"
+            f"{', '.join(expected)}): the database is ahead, upgrade appdb, or a service "
+            "migrated it whose migrations are not installed here: install its package"
         )
     else:
         msg = (
