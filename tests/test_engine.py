@@ -6,7 +6,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from appdb import DatabaseSettings, create_async_engine, create_engine, get_engine, reset_engines
+from appdb import (
+    DatabaseSettings,
+    DatabaseUnavailableError,
+    StatementTimeoutError,
+    create_async_engine,
+    create_engine,
+    get_engine,
+    reset_engines,
+)
 from appdb.engine import get_async_engine
 
 
@@ -15,8 +23,9 @@ def test_engine_does_not_connect_when_built() -> None:
     settings = DatabaseSettings(url="postgresql://u:pw@127.0.0.1:1/nowhere", connect_timeout=1)
     engine = create_engine(settings)
     assert 0 == engine.pool.checkedout()
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1\b") as info:
         engine.connect()
+    assert "pw" not in str(info.value).replace("appdb", "")
 
 
 def test_pool_settings_applied() -> None:
@@ -114,7 +123,7 @@ def test_postgresql_statement_timeout_cancels_long_query(pg_settings: DatabaseSe
     engine = create_engine(pg_settings)
     with engine.connect() as connection:
         assert "200ms" == connection.exec_driver_sql("SHOW statement_timeout").scalar()
-        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+        with pytest.raises(StatementTimeoutError, match="statement timeout"):
             connection.exec_driver_sql("SELECT pg_sleep(2)")
         connection.rollback()
         assert 1 == connection.exec_driver_sql("SELECT 1").scalar()
