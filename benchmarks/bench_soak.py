@@ -60,14 +60,14 @@ def main() -> int:
     for name, result in (("no restart (baseline)", baseline), ("restart halfway", restarted)):
         print(f"\n== {name}\n{result.report()}")
         exact = result.succeeded_sends == result.stored_contents
-        print(
-            f"stored == succeeded sends: {exact}; driver errors leaked: {len(result.foreign_errors)}"
-        )
+        leaked = len(result.foreign_errors)
+        print(f"stored == succeeded sends: {exact}; driver errors leaked: {leaked}")
     print("\nops/s vs baseline, same phase:")
     for ours, base in zip(restarted.phases, baseline.phases, strict=True):
         ratio = ours.ops_per_second / base.ops_per_second if base.ops_per_second else 0.0
         print(
-            f"{ours.name:>6}: {ours.ops_per_second:6.0f} vs {base.ops_per_second:6.0f} = {ratio:.2f}x"
+            f"{ours.name:>6}: {ours.ops_per_second:6.0f} vs {base.ops_per_second:6.0f} "
+            f"= {ratio:.2f}x"
         )
     ok = all(
         result.succeeded_sends == result.stored_contents and not result.foreign_errors
