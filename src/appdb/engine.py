@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engin
 from sqlalchemy.pool import QueuePool
 
 from appdb._errors import TranslatingAsyncQueuePool, TranslatingQueuePool, translate_errors
+from appdb._redact import redact_engine_logs
 from appdb.settings import DatabaseSettings, get_settings
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
         and `StatementTimeoutError` instead of the driver's errors.
     """
     settings = settings or get_settings()
+    redact_engine_logs()
     if settings.is_postgresql:
         kwargs = {"poolclass": TranslatingQueuePool} | kwargs
     engine = sqlalchemy.create_engine(settings.database_url, **_engine_arguments(settings, kwargs))
@@ -136,6 +138,7 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
         appdb exceptions as `create_engine`'s.
     """
     settings = settings or get_settings()
+    redact_engine_logs()
     if settings.is_postgresql:
         kwargs = {"poolclass": TranslatingAsyncQueuePool} | kwargs
     engine = _sa_create_async_engine(
