@@ -70,23 +70,25 @@ def _translated(
     reason = _reason(original, secret)
     if context.connection is None:
         if isinstance(original, context.dialect.loaded_dbapi.OperationalError):
-            return DatabaseUnavailableError(f"cannot connect to the database at {place}: {reason}")
+            msg = f"cannot connect to the database at {place}: {reason}"
+            return DatabaseUnavailableError(msg)
         return None
     if context.is_disconnect:
         if context.statement is None:
             outcome = "the commit or rollback under way may or may not have taken effect"
         else:
             outcome = "the transaction was rolled back; retry it"
-        return ConnectionLostError(
-            f"lost the connection to the database at {place} ({reason}): {outcome}"
-        )
+        msg = f"lost the connection to the database at {place} ({reason}): {outcome}"
+        return ConnectionLostError(msg)
     if getattr(original, "sqlstate", None) == _QUERY_CANCELED:
-        limit = f" (DATABASE_STATEMENT_TIMEOUT is {statement_timeout} ms)"
-        return StatementTimeoutError(
-            f"the database at {place} cancelled the statement: {reason}"
-            f"{limit if statement_timeout else ''}; "
+        limit = ""
+        if statement_timeout:
+            limit = f" (DATABASE_STATEMENT_TIMEOUT is {statement_timeout} ms)"
+        msg = (
+            f"the database at {place} cancelled the statement: {reason}{limit}; "
             "roll back the session and it is usable again"
         )
+        return StatementTimeoutError(msg)
     return None
 
 

@@ -71,7 +71,9 @@ class PoolTimeoutError(DatabaseUnavailableError, TimeoutError):
 
 
 class StatementTimeoutError(AppDBError, TimeoutError):
-    """PostgreSQL cancelled a statement: it ran longer than `DATABASE_STATEMENT_TIMEOUT`.
+    """PostgreSQL cancelled a statement that ran past `DATABASE_STATEMENT_TIMEOUT`.
+
+    The message gives the server's reason (a timeout, or ``pg_cancel_backend`` by an admin).
 
     The connection stays healthy: roll the session back and it is usable again.
     """
