@@ -151,3 +151,13 @@ def test_postgresql_url_options_are_merged(database_url: URL, backend: str) -> N
         assert "1234ms" == connection.exec_driver_sql("SHOW lock_timeout").scalar()
         assert "4321ms" == connection.exec_driver_sql("SHOW statement_timeout").scalar()
     engine.dispose()
+
+
+def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path) -> None:
+    """SQLite's counterpart of an unreachable server: the error names the file."""
+    path = tmp_path / "missing-directory" / "app.sqlite3"
+    engine = create_engine(DatabaseSettings(url=URL.create("sqlite", database=str(path))))
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect") as info:
+        engine.connect()
+    assert str(path) in str(info.value)
+    assert isinstance(info.value.__cause__, Exception)
