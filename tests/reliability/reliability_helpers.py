@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests: appdb's schema on throwaway servers, row counts, backend pids."""
+"""Helpers for the reliability tests: appdb's schema on throwaway servers, databases, waits."""
 
 from __future__ import annotations
 
@@ -37,16 +37,6 @@ def with_schema(server: PostgresServer, password: str | None = FAULT_PASSWORD) -
     metadata.create_all(engine)
     engine.dispose()
     return AppDBServer(server, url)
-
-
-def count_rows(url: URL, table: str) -> int:
-    """Rows in one of appdb's tables, read on a connection of its own."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())  # noqa: S608
-    finally:
-        engine.dispose()
 
 
 def wait_gone(server: PostgresServer, pids: set[int], timeout: float = 10) -> None:
