@@ -6,6 +6,7 @@ the server is down at start-up; the pool runs dry; a runaway query meets stateme
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -346,3 +347,20 @@ def test_restart_during_traffic_loses_nothing(use_server) -> None:
         stored = sorted(connection.exec_driver_sql("SELECT content FROM messages").scalars().all())
     engine.dispose()
     assert succeeded == stored
+
+
+@pytest.mark.anyio
+async def test_cancelled_task_is_not_translated(use_server) -> None:
+    """A task cancelled mid-query (a bot handler's timeout) stays a cancellation, not an AppDBError.
+
+    SQLAlchemy discards the interrupted connection; the next request gets a fresh one.
+    """
+    use_server()
+    try:
+        async with AsyncSessionLocal() as session:
+            with pytest.raises(TimeoutError) as info:
+                await asyncio.wait_for(session.scalar(text("SELECT pg_sleep(5)")), 0.3)
+            assert not isinstance(info.value, AppDBError)
+        assert isinstance(await async_request_pid(), int)
+    finally:
+        await get_async_engine().dispose()
