@@ -1,8 +1,9 @@
-"""Task runner: `nox -s tests`, `lint`, `typecheck`, `wheel`."""
+"""Task runner: `nox -s tests`, `lint`, `typecheck`, `wheel`, `examples`."""
 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -85,3 +86,46 @@ def bench(session: nox.Session) -> None:
     env = {"APPDB_BENCH_DATABASE_URL": _test_env()["APPDB_TEST_DATABASE_URL"]}
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), env=env)
+
+
+EXAMPLES = ("backend", "bot", "smartspace")
+
+
+@nox.session(venv_backend="none")
+def examples(session: nox.Session) -> None:
+    """Build appdb's wheel once; run each example's tests in its own venv on PostgreSQL and SQLite.
+
+    ``nox -s examples -- bot`` runs one example.
+    """
+    dist = Path(tempfile.mkdtemp())
+    session.run(sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), external=True)
+    (built,) = dist.glob("appdb-*.whl")
+    postgresql = _test_env()["APPDB_TEST_DATABASE_URL"]
+    for name in session.posargs or EXAMPLES:
+        project = Path("examples", name).resolve()
+        venv = Path(tempfile.mkdtemp()) / f"example-{name}"
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        session.run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip", external=True)
+        # The example depends on "appdb": pip takes it from the wheel named beside it.
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            f"{built}[testing,aiosqlite]",
+            f"{project}[test]",
+            external=True,
+        )
+        with session.chdir(project):
+            for database in (postgresql, "sqlite"):
+                session.run(
+                    python,
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    env={"APPDB_TEST_DATABASE_URL": database},
+                    external=True,
+                )

@@ -56,8 +56,10 @@ def _parser() -> argparse.ArgumentParser:
             help="wait at most this long for a concurrent migration (default 300)",
         )
 
-    upgrade = commands.add_parser("upgrade", help="apply migrations up to REV (default head)")
-    upgrade.add_argument("revision", nargs="?", default="head", metavar="REV")
+    upgrade = commands.add_parser(
+        "upgrade", help="apply migrations up to REV (default heads: appdb's and services')"
+    )
+    upgrade.add_argument("revision", nargs="?", default="heads", metavar="REV")
     upgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
     lock_option(upgrade)
 
@@ -132,7 +134,7 @@ def _current(args: argparse.Namespace) -> None:
         print(f"{migrate.ensure_schema_current(settings)} (head): up to date")
         return
     revisions = migrate.current(settings)
-    marker = " (head)" if revisions and set(revisions) == set(migrate.heads()) else ""
+    marker = " (head)" if migrate.at_heads(revisions) else ""
     print(f"{migrate.format_revisions(revisions)}{marker}")
 
 
@@ -148,7 +150,8 @@ def _history(_args: argparse.Namespace) -> None:
     for revision in migrate.history():
         marker = " (head)" if revision.is_head else ""
         parent = revision.down_revision or "<base>"
-        print(f"{parent} -> {revision.revision}{marker}: {revision.description}")
+        branch = f" [{', '.join(revision.branch_labels)}]" if revision.branch_labels else ""
+        print(f"{parent} -> {revision.revision}{marker}{branch}: {revision.description}")
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from appdb.exceptions import (
     MigrationLockTimeoutError,
     SchemaOutOfDateError,
 )
+from appdb.extensions import service_migrations
 from appdb.models import metadata
 from appdb.settings import DatabaseSettings, get_settings, render_url
 
@@ -48,6 +49,7 @@ __all__ = [
     "AppliedRevision",
     "Revision",
     "alembic_config",
+    "at_heads",
     "check",
     "current",
     "downgrade",
@@ -76,6 +78,7 @@ class Revision:
     down_revision: str | None
     description: str
     is_head: bool
+    branch_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,26 @@ def _script_location() -> str:
     raise MigrationError(msg)
 
 
+def _versions_folder(script_location: str) -> str:
+    if script_location == "appdb:migrations":
+        return str(resources.files("appdb").joinpath("migrations", "versions"))
+    return str(Path(script_location) / "versions")
+
+
+def _add_service_locations(config: Config, script_location: str) -> None:
+    """Add every registered service's versions folder next to appdb's own.
+
+    With no service installed nothing is set, and Alembic reads appdb's folder as always.
+    """
+    services = service_migrations()
+    if not services:
+        return
+    folders = [_versions_folder(script_location), *(str(s.versions) for s in services)]
+    config.set_main_option("path_separator", "newline")
+    # ConfigParser interpolates '%': a folder name may contain one.
+    config.set_main_option("version_locations", "\n".join(f.replace("%", "%%") for f in folders))
+
+
 def alembic_config(
     settings: DatabaseSettings | None = None,
     *,
@@ -120,7 +143,9 @@ def alembic_config(
         A configuration needing no ``alembic.ini``.
     """
     config = Config(stdout=stdout or io.StringIO())
-    config.set_main_option("script_location", _script_location())
+    location = _script_location()
+    config.set_main_option("script_location", location)
+    _add_service_locations(config, location)
     config.attributes["appdb_settings"] = settings or get_settings()
     if connection is not None:
         config.attributes["connection"] = connection
@@ -246,15 +271,16 @@ def _run_locked(
 
 
 def upgrade(
-    revision: str = "head",
+    revision: str = "heads",
     settings: DatabaseSettings | None = None,
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[AppliedRevision]:
-    """Bring the database up to `revision` (default: the head this appdb ships).
+    """Bring the database up to `revision` (default: every head, appdb's and the services').
 
     Args:
-        revision: Target revision id, ``head``, or a relative target such as ``+1``.
+        revision: Target revision id, ``heads``, ``head`` (when there is one), a branch
+            such as ``smartspace@head``, or a relative target such as ``+1``.
         settings: The database; `get_settings()` when omitted.
         lock_timeout: Seconds to wait for a concurrent migration to finish.
 
@@ -320,8 +346,8 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     """Render the SQL of an upgrade or downgrade without a server (PostgreSQL dialect).
 
     Args:
-        revision: ``head``/an id (upgrade from base), or ``FROM:TO``; a plain downgrade
-            target is taken from ``head``.
+        revision: ``heads``/an id (upgrade from base), or ``FROM:TO``; a plain downgrade
+            target is taken from ``heads`` (``branch@head`` for ``branch@...``).
         downgrade: Render the downgrade instead.
 
     Returns:
@@ -335,7 +361,8 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     config = alembic_config(settings, stdout=buffer)
     config.output_buffer = buffer
     if downgrade and ":" not in revision:
-        revision = f"head:{revision}"
+        branch, at, _ = revision.rpartition("@")
+        revision = f"{branch}@head:{revision}" if at else f"heads:{revision}"
     with _translated_errors(settings, "render SQL"):
         if downgrade:
             command.downgrade(config, revision, sql=True)
@@ -349,7 +376,7 @@ def _script() -> ScriptDirectory:
 
 
 def heads() -> tuple[str, ...]:
-    """The head revision(s) this installed appdb ships (one, unless the history branched).
+    """The head revisions: appdb's, and one per registered service (see `appdb.extensions`).
 
     Returns:
         Revision ids.
@@ -357,8 +384,28 @@ def heads() -> tuple[str, ...]:
     return tuple(_script().get_heads())
 
 
+def at_heads(revisions: Sequence[str]) -> bool:
+    """Whether a database at `revisions` has every head applied and nothing unknown.
+
+    Alembic records a service's head alone once it depends on appdb's head, so the recorded
+    revisions and their ancestors (dependencies included) are compared with the heads.
+
+    Args:
+        revisions: What `current()` returned.
+
+    Returns:
+        True when an upgrade to ``heads`` would do nothing.
+    """
+    script = _script()
+    known = {item.revision for item in script.walk_revisions()}
+    if not revisions or not set(revisions) <= known:
+        return False
+    applied = {item.revision for item in script.iterate_revisions(tuple(revisions), "base")}
+    return set(script.get_heads()) <= applied
+
+
 def history() -> list[Revision]:
-    """Every bundled revision, newest first.
+    """Every revision, appdb's and the registered services', newest first.
 
     Returns:
         The revisions with their descriptions.
@@ -371,6 +418,7 @@ def history() -> list[Revision]:
             down_revision=item.down_revision if isinstance(item.down_revision, str) else None,
             description=item.doc,
             is_head=item.revision in head_ids,
+            branch_labels=tuple(sorted(item.branch_labels)),
         )
         for item in script.walk_revisions()
     ]
@@ -404,7 +452,7 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
         settings: The database; `get_settings()` when omitted.
 
     Returns:
-        The head revision the database is at.
+        The head revision(s) the database is at, comma-separated.
 
     Raises:
         SchemaOutOfDateError: The database is behind (run ``appdb-migrate upgrade``) or ahead
@@ -413,14 +461,15 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
     """
     expected = heads()
     actual = current(settings)
-    if set(actual) == set(expected):
-        return expected[0]
+    if at_heads(actual):
+        return ", ".join(expected)
     known = {revision.revision for revision in history()}
     shown = ", ".join(actual) or "no revision (never migrated)"
     if set(actual) - known:
         msg = (
             f"database is at {shown}, which this appdb does not know (it ships "
-            f"{', '.join(expected)}): the database is ahead, upgrade appdb"
+            f"{', '.join(expected)}): the database is ahead, upgrade appdb, or a service "
+            "migrated it whose migrations are not installed here: install its package"
         )
     else:
         msg = (

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.dialects import postgresql
 
+from appdb.extensions import service_migrations
 from appdb.models import metadata as default_metadata
 
 if TYPE_CHECKING:
@@ -15,6 +16,12 @@ if TYPE_CHECKING:
 __all__ = ["render_mermaid", "render_text"]
 
 _POSTGRESQL = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+
+
+def _with_services() -> MetaData:
+    """Return appdb's metadata once every registered service's models have joined it."""
+    service_migrations()
+    return default_metadata
 
 
 def _sql_type(column: Column[object]) -> str:
@@ -53,7 +60,7 @@ def render_mermaid(metadata: MetaData | None = None) -> str:
     Returns:
         The diagram source.
     """
-    metadata = metadata or default_metadata
+    metadata = metadata or _with_services()
     lines = ["erDiagram"]
     for table in metadata.sorted_tables:
         lines.append(f"    {table.name} {{")
@@ -75,12 +82,12 @@ def render_text(metadata: MetaData | None = None) -> str:
     """Render the tables as plain text: one block per table, one line per column.
 
     Args:
-        metadata: The tables to describe; appdb's by default.
+        metadata: The tables to describe; appdb's (with registered service tables) by default.
 
     Returns:
         The description.
     """
-    metadata = metadata or default_metadata
+    metadata = metadata or _with_services()
     blocks = []
     for table in metadata.sorted_tables:
         lines = [table.name]

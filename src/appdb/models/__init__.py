@@ -1,6 +1,10 @@
-"""appdb's models: import them from `appdb` itself."""
+"""appdb's models: import them from `appdb` itself.
 
-from appdb.models.base import NAMING_CONVENTION, AppDBModel, metadata
+A service declaring tables of its own on `metadata` builds them from `AppDBModel`,
+`TimestampMixin`, `BigIntegerPK` and `UTCDateTime`, so they follow appdb's conventions.
+"""
+
+from appdb.models.base import NAMING_CONVENTION, AppDBModel, TimestampMixin, metadata
 from appdb.models.message import Message
 from appdb.models.schemas import (
     MessageCreate,
@@ -9,14 +13,18 @@ from appdb.models.schemas import (
     UserRead,
     UserUpdate,
 )
+from appdb.models.types import BigIntegerPK, UTCDateTime
 from appdb.models.user import User
 
 __all__ = [
     "NAMING_CONVENTION",
     "AppDBModel",
+    "BigIntegerPK",
     "Message",
     "MessageCreate",
     "MessageRead",
+    "TimestampMixin",
+    "UTCDateTime",
     "User",
     "UserCreate",
     "UserRead",

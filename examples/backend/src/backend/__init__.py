@@ -1,0 +1,1 @@
+"""An example FastAPI service on appdb: ``uvicorn backend.app:app``."""

@@ -1,0 +1,79 @@
+"""/start, /inbox and /send through aiogram's dispatcher, with one database session per update."""
+
+from __future__ import annotations
+
+import pytest
+from bot.handlers import create_router
+from bot.main import create_dispatcher
+from sqlmodel import select
+
+from appdb import Message, User
+from appdb.aio import get_user_by_telegram_id
+from conftest import FakeTelegram, telegram_user
+
+pytestmark = pytest.mark.anyio
+
+ANN = telegram_user(1001, "Ann", "ann_tg")
+BOB = telegram_user(1002, "Bob", "bob_tg")
+
+
+async def test_start_touches_the_user(telegram: FakeTelegram, appdb_async_session) -> None:
+    """The first update creates the user; the next refreshes the profile, not a second row."""
+    assert "Hi @ann_tg! You have 0 unread message(s)." == await telegram.text(ANN, "/start")
+    first = await get_user_by_telegram_id(appdb_async_session, ANN.id)
+    assert (first.first_name, first.last_login_at is not None) == ("Ann", True)
+    renamed = telegram_user(ANN.id, "Annie", "annie")
+    assert "Hi @annie!" in await telegram.text(renamed, "/start")
+    appdb_async_session.expire_all()
+    users = (await appdb_async_session.exec(select(User))).all()
+    assert [("Annie", "annie")] == [(u.first_name, u.telegram_username) for u in users]
+
+
+async def test_send_then_inbox(telegram: FakeTelegram, appdb_async_session) -> None:
+    """A message stored for another user shows in their inbox once, then is read."""
+    await telegram.text(BOB, "/start")
+    assert "Sent to @bob_tg." == await telegram.text(ANN, "/send bob_tg see you at 5")
+    assert "You have 1 unread message(s)." in await telegram.text(BOB, "/start")
+    assert "@ann_tg: see you at 5" == await telegram.text(BOB, "/inbox")
+    assert "No unread messages." == await telegram.text(BOB, "/inbox")
+    stored = (await appdb_async_session.exec(select(Message))).one()
+    assert ("see you at 5", True) == (stored.content, stored.is_read)
+
+
+async def test_bad_sends_store_nothing(telegram: FakeTelegram, appdb_async_session) -> None:
+    """An unknown recipient or an empty text is answered, and nothing is stored."""
+    assert "Usage:" in await telegram.text(ANN, "/send nobody hello")
+    assert "Usage:" in await telegram.text(ANN, "/send")
+    assert "must not be empty" in await telegram.text(ANN, "/send ann_tg")
+    assert [] == (await appdb_async_session.exec(select(Message))).all()
+
+
+async def test_failing_handler_rolls_back_its_update(
+    appdb_async_sessionmaker, appdb_async_session
+) -> None:
+    """A handler that raises after writing leaves nothing of its update behind."""
+    from aiogram.filters import Command
+
+    from appdb.aio import send_message
+
+    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+
+    async def explode(message, session, db_user) -> None:
+        await send_message(session, sender_id=db_user.id, recipient_id=db_user.id, content="x")
+        raise RuntimeError("handler failed")
+
+    # Registered ahead of the bot's own router, so it wins for /explode.
+    dispatcher.message.register(explode, Command("explode"))
+    telegram = FakeTelegram(dispatcher)
+    await telegram.text(BOB, "/start")
+    with pytest.raises(RuntimeError, match="handler failed"):
+        await telegram.text(ANN, "/explode")
+    assert [] == (await appdb_async_session.exec(select(Message))).all()
+    assert None is await get_user_by_telegram_id(appdb_async_session, ANN.id)
+    assert None is not await get_user_by_telegram_id(appdb_async_session, BOB.id)
+    assert create_router() is not create_router()
+
+
+async def test_each_test_starts_empty(appdb_async_session) -> None:
+    """What earlier tests' updates committed is gone."""
+    assert [] == (await appdb_async_session.exec(select(User))).all()
