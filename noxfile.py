@@ -39,6 +39,14 @@ def migrations(session: nox.Session) -> None:
 
 
 @nox.session
+def reliability(session: nox.Session) -> None:
+    """Faults on throwaway PostgreSQL servers, hostile input, secrets, least privilege."""
+    if session.venv_backend != "none":
+        session.install("-e", ".[tests]")
+    session.run("pytest", "tests/reliability", *session.posargs, env=_test_env())
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff, lint and format."""
     session.install("ruff")

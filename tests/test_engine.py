@@ -6,7 +6,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from appdb import DatabaseSettings, create_async_engine, create_engine, get_engine, reset_engines
+from appdb import (
+    DatabaseSettings,
+    DatabaseUnavailableError,
+    StatementTimeoutError,
+    create_async_engine,
+    create_engine,
+    get_engine,
+    reset_engines,
+)
 from appdb.engine import get_async_engine
 
 
@@ -15,8 +23,9 @@ def test_engine_does_not_connect_when_built() -> None:
     settings = DatabaseSettings(url="postgresql://u:pw@127.0.0.1:1/nowhere", connect_timeout=1)
     engine = create_engine(settings)
     assert 0 == engine.pool.checkedout()
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1\b") as info:
         engine.connect()
+    assert "pw" not in str(info.value).replace("appdb", "")
 
 
 def test_pool_settings_applied() -> None:
@@ -114,7 +123,7 @@ def test_postgresql_statement_timeout_cancels_long_query(pg_settings: DatabaseSe
     engine = create_engine(pg_settings)
     with engine.connect() as connection:
         assert "200ms" == connection.exec_driver_sql("SHOW statement_timeout").scalar()
-        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+        with pytest.raises(StatementTimeoutError, match="statement timeout"):
             connection.exec_driver_sql("SELECT pg_sleep(2)")
         connection.rollback()
         assert 1 == connection.exec_driver_sql("SELECT 1").scalar()
@@ -142,3 +151,13 @@ def test_postgresql_url_options_are_merged(database_url: URL, backend: str) -> N
         assert "1234ms" == connection.exec_driver_sql("SHOW lock_timeout").scalar()
         assert "4321ms" == connection.exec_driver_sql("SHOW statement_timeout").scalar()
     engine.dispose()
+
+
+def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path) -> None:
+    """SQLite's counterpart of an unreachable server: the error names the file."""
+    path = tmp_path / "missing-directory" / "app.sqlite3"
+    engine = create_engine(DatabaseSettings(url=URL.create("sqlite", database=str(path))))
+    with pytest.raises(DatabaseUnavailableError, match="cannot connect") as info:
+        engine.connect()
+    assert str(path) in str(info.value)
+    assert isinstance(info.value.__cause__, Exception)

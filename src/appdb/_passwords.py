@@ -56,11 +56,15 @@ def check_password(stored_hash: str | None, password: str) -> PasswordCheck:
     """
     # Verifying against a dummy hash costs what a real check costs, so response times do not
     # tell an attacker which logins exist.
+    # A lone surrogate has no UTF-8 form: no registered password holds one (registration
+    # rejects it), so it is checked, as bytes, against the dummy and cannot match.
+    encodable = not any("\ud800" <= char <= "\udfff" for char in password)
+    candidate = password if encodable else password.encode("utf-8", "surrogatepass")
     try:
-        _hasher.verify(stored_hash or _dummy_hash(), password)
+        _hasher.verify(stored_hash if stored_hash and encodable else _dummy_hash(), candidate)
     except (VerificationError, InvalidHashError):
         return PasswordCheck(matches=False)
-    if stored_hash is None:
+    if stored_hash is None or not encodable:
         return PasswordCheck(matches=False)
     if _hasher.check_needs_rehash(stored_hash):
         return PasswordCheck(matches=True, new_hash=hash_password(password))

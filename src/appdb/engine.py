@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from appdb._errors import TranslatingAsyncQueuePool, TranslatingQueuePool, translate_errors
+from appdb._redact import redact_engine_logs
 from appdb.settings import DatabaseSettings, get_settings
 
 if TYPE_CHECKING:
@@ -136,14 +138,20 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
         **kwargs: Extra `sqlalchemy.create_engine` arguments, overriding appdb's.
 
     Returns:
-        A new engine. It does not connect until first used.
+        A new engine. It does not connect until first used; then it raises
+        `DatabaseUnavailableError` (unreachable), `ConnectionLostError`, `PoolTimeoutError`
+        and `StatementTimeoutError` instead of the driver's errors.
     """
     settings = settings or get_settings()
+    redact_engine_logs()
+    if settings.is_postgresql:
+        kwargs = {"poolclass": TranslatingQueuePool} | kwargs
     engine = sqlalchemy.create_engine(settings.database_url, **_engine_arguments(settings, kwargs))
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine)
     if settings.uses_transaction_pooler:
         _apply_transaction_pooler(engine, settings)
+    translate_errors(engine, settings.database_url, settings.statement_timeout)
     return engine
 
 
@@ -162,9 +170,13 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
         **kwargs: Extra `sqlalchemy.ext.asyncio.create_async_engine` arguments.
 
     Returns:
-        A new async engine. It does not connect until first used.
+        A new async engine. It does not connect until first used, and raises the same
+        appdb exceptions as `create_engine`'s.
     """
     settings = settings or get_settings()
+    redact_engine_logs()
+    if settings.is_postgresql:
+        kwargs = {"poolclass": TranslatingAsyncQueuePool} | kwargs
     engine = _sa_create_async_engine(
         _async_url(settings.database_url), **_engine_arguments(settings, kwargs)
     )
@@ -172,6 +184,7 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
         _enable_sqlite_foreign_keys(engine.sync_engine)
     if settings.uses_transaction_pooler:
         _apply_transaction_pooler(engine.sync_engine, settings)
+    translate_errors(engine.sync_engine, settings.database_url, settings.statement_timeout)
     return engine
 
 

@@ -6,6 +6,7 @@ __all__ = [
     "AlreadyExistsError",
     "AppDBError",
     "ConfigurationError",
+    "ConnectionLostError",
     "DatabaseUnavailableError",
     "EmailTakenError",
     "InvalidInputError",
@@ -13,7 +14,9 @@ __all__ = [
     "MigrationError",
     "MigrationLockTimeoutError",
     "NotFoundError",
+    "PoolTimeoutError",
     "SchemaOutOfDateError",
+    "StatementTimeoutError",
     "TelegramIdTakenError",
     "UserNotFoundError",
     "UsernameTakenError",
@@ -44,7 +47,36 @@ class SchemaOutOfDateError(AppDBError):
 
 
 class DatabaseUnavailableError(AppDBError, ConnectionError):
-    """The database could not be reached, or the connection to it was lost."""
+    """The database cannot serve this request now: it could not be reached, or see the subclasses.
+
+    Retrying later may succeed (a service answers 503). Messages name the host and port (or the
+    SQLite file) and the driver's reason, never the password; the driver's error is chained.
+    """
+
+
+class ConnectionLostError(DatabaseUnavailableError):
+    """An open connection to the database broke: a server restart, or the connection was killed.
+
+    The pool discards the broken connection and the next checkout gets a fresh one. The failed
+    unit of work was rolled back; raised by a commit, the commit may or may not have happened.
+    """
+
+
+class PoolTimeoutError(DatabaseUnavailableError, TimeoutError):
+    """No pooled connection became free within `DATABASE_POOL_TIMEOUT` seconds.
+
+    Every connection the pool may open (`DATABASE_POOL_SIZE` + `DATABASE_MAX_OVERFLOW`) is
+    checked out by sessions that have not been closed yet.
+    """
+
+
+class StatementTimeoutError(AppDBError, TimeoutError):
+    """PostgreSQL cancelled a statement that ran past `DATABASE_STATEMENT_TIMEOUT`.
+
+    The message gives the server's reason (a timeout, or ``pg_cancel_backend`` by an admin).
+
+    The connection stays healthy: roll the session back and it is usable again.
+    """
 
 
 class InvalidInputError(AppDBError, ValueError):

@@ -184,6 +184,10 @@ def _translated_errors(settings: DatabaseSettings, action: str) -> Iterator[None
     """Turn Alembic and driver errors into appdb exceptions with readable messages."""
     try:
         yield
+    except DatabaseUnavailableError as exc:
+        # Raised by the engine, naming host and port; say which operation it stopped.
+        msg = f"cannot {action}: {exc}"
+        raise type(exc)(msg) from exc
     except AppDBError:
         raise
     except sa_exc.OperationalError as exc:

@@ -107,7 +107,8 @@ PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
 class UserCreate(BaseModel):
     """A registration: the only schema that carries a plain password, which is never stored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A validation error must not repeat a password into logs.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     username: Username
     email: Email
@@ -119,7 +120,7 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     """A partial profile update; unset fields stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     email: Email | None = None
     full_name: FullName | None = None

@@ -1,0 +1,162 @@
+"""`appdb-migrate upgrade` killed with SIGKILL in the middle of a slow revision."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pgserver import PostgresServer
+
+pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
+
+SLOW_REVISION = '''
+"""A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.
+
+Revision ID: 0003_slow
+Revises: 0002_messages
+"""
+
+import os
+
+from alembic import op
+
+revision = "0003_slow"
+down_revision = "0002_messages"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE slow_marker (id integer)")
+    op.execute(f"SELECT pg_sleep({float(os.environ['APPDB_TEST_SLOW_SECONDS'])})")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE slow_marker")
+'''
+
+# The real CLI, with appdb's migrations swapped for the copy that has the slow revision.
+RUN_ON_COPY = textwrap.dedent(
+    """
+    import sys
+    import appdb.migrate
+    location = sys.argv.pop(1)
+    appdb.migrate._script_location = lambda: location
+    from appdb.cli import run
+    run()
+    """
+)
+
+
+def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _environment(url: str, slow_seconds: float) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+    return environment | {"DATABASE_URL": url, "APPDB_TEST_SLOW_SECONDS": str(slow_seconds)}
+
+
+def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
+    make_postgres_server: Callable[..., PostgresServer], tmp_path: Path
+) -> None:
+    """SIGKILL during a slow revision: lock released, database at 0002_messages, reruns complete."""
+    # The server notices a vanished client within 200 ms even while a statement runs, instead of
+    # when pg_sleep ends (recommended for production too, see the README).
+    server = make_postgres_server(client_connection_check_interval="'200ms'")
+    url = server.create_database("appdb").render_as_string(hide_password=False)
+    chain = tmp_path / "migrations"
+    shutil.copytree(REPO_ROOT / "migrations", chain)
+    (chain / "versions" / "0003_slow.py").write_text(SLOW_REVISION)
+
+    migration = subprocess.Popen(
+        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
+        env=_environment(url, 120),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def sleeping() -> bool:
+            if migration.poll() is not None:
+                pytest.fail(f"appdb-migrate exited early: {migration.communicate()}")
+            return bool(
+                server.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query LIKE 'SELECT pg_sleep(%'",
+                    "appdb",
+                )
+            )
+
+        _wait_for(sleeping, 60, "the slow revision to start")
+        assert [(1,)] == server.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'", "appdb"
+        )
+        migration.send_signal(signal.SIGKILL)
+        migration.wait(10)
+    finally:
+        if migration.poll() is None:
+            migration.kill()
+        migration.communicate()
+    assert -signal.SIGKILL == migration.returncode
+
+    _wait_for(
+        lambda: not server.execute("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"),
+        15,
+        "the advisory lock to be released",
+    )
+    _wait_for(
+        lambda: (
+            not server.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%'"
+            )
+        ),
+        15,
+        "the orphaned revision to be rolled back",
+    )
+    assert [("0002_messages",)] == server.execute(
+        "SELECT version_num FROM alembic_version", "appdb"
+    )
+    assert [(None,)] == server.execute("SELECT to_regclass('slow_marker')", "appdb")
+
+    rerun = subprocess.run(
+        [SCRIPT, "upgrade"],
+        env=_environment(url, 0),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == rerun.returncode, rerun.stderr
+    assert "nothing to do: database already at 0002_messages" in rerun.stdout
+
+    slow_chain_rerun = subprocess.run(
+        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
+        env=_environment(url, 0),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == slow_chain_rerun.returncode, slow_chain_rerun.stderr
+    assert "upgraded 0003_slow in " in slow_chain_rerun.stdout
+    assert [("0003_slow",)] == server.execute("SELECT version_num FROM alembic_version", "appdb")
