@@ -211,7 +211,8 @@ def test_failing_revision_leaves_previous_revision(
     (extra / "0003_fails.py").write_text(textwrap.dedent(FAILING_REVISION))
     config = migrate.alembic_config(settings)
     bundled = ScriptDirectory.from_config(config).versions
-    config.set_main_option("version_locations", f"{bundled} {extra}")
+    config.set_main_option("path_separator", "newline")
+    config.set_main_option("version_locations", f"{bundled}\n{extra}")
     with pytest.raises(RuntimeError, match="failing halfway"):
         command.upgrade(config, "head")
     assert ("0002_messages",) == migrate.current(settings)

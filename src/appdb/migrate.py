@@ -241,8 +241,8 @@ def _migration_lock(settings: DatabaseSettings, timeout: float) -> Iterator[None
     try:
         try:
             connection = engine.connect()
-        except sa_exc.OperationalError as exc:
-            if "startup parameter" in str(exc.orig):
+        except (sa_exc.OperationalError, DatabaseUnavailableError) as exc:
+            if "startup parameter" in str(exc):
                 raise _not_direct(settings, "it refused the startup options") from None
             raise
         with connection:

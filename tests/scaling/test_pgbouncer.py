@@ -23,6 +23,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from appdb import (
     ConfigurationError,
     DatabaseSettings,
+    DatabaseUnavailableError,
+    StatementTimeoutError,
     aio,
     async_session_scope,
     create_async_engine,
@@ -179,7 +181,7 @@ def test_statement_timeout_without_the_setting_is_refused(
 ) -> None:
     """PgBouncer refuses the startup ``options`` that carry statement_timeout on a direct connection."""
     engine = create_engine(_pooled(pooled_database, pgbouncer, statement_timeout=100))
-    with pytest.raises(sa.exc.OperationalError, match="unsupported startup parameter: options"):
+    with pytest.raises(DatabaseUnavailableError, match="unsupported startup parameter: options"):
         engine.connect()
     engine.dispose()
 
@@ -196,7 +198,7 @@ def test_statement_timeout_is_set_per_transaction(
     try:
         with timed.connect() as connection:
             assert "100ms" == connection.exec_driver_sql("SHOW statement_timeout").scalar()
-            with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            with pytest.raises(StatementTimeoutError, match="statement timeout"):
                 connection.exec_driver_sql("SELECT pg_sleep(2)")
         # The same (only) server connection, another client: the timeout did not outlive it.
         with plain.connect() as connection:
