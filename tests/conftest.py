@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,34 +10,18 @@ from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb import DatabaseSettings, create_async_engine, create_engine, metadata, reset_engines
 from appdb.session import AsyncSessionLocal, SessionLocal
-from pgserver import PostgresServer, find_bindir
+from appdb.testing import _docker_postgresql  # the plugin's Docker fallback, shared
+from pgserver import PostgresServer, create_database, drop_database, find_bindir
 
 BACKENDS = ["sqlite", "postgresql"]
 ADMIN_URL_VARIABLE = "APPDB_TEST_DATABASE_URL"
-
-
-def _start_testcontainer() -> Iterator[URL] | None:
-    """PostgreSQL in Docker when the variable is unset and a Docker engine answers."""
-    try:
-        import docker  # noqa: PLC0415 - optional, only with the tests extra and Docker
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
-
-        docker.from_env().ping()
-    except Exception:  # noqa: BLE001 - any failure means "no Docker here"
-        return None
-
-    def run() -> Iterator[URL]:
-        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
-            yield make_url(container.get_connection_url()).set(database="postgres")
-
-    return run()
 
 
 @pytest.fixture(scope="session")
@@ -60,31 +43,13 @@ def postgresql_admin_url() -> Iterator[URL]:
             engine.dispose()
         yield url
         return
-    container = _start_testcontainer()
+    container = _docker_postgresql()
     if container is not None:
         yield from container
         return
     if os.environ.get("CI"):
         pytest.fail(f"CI must test PostgreSQL: set {ADMIN_URL_VARIABLE}")
     pytest.skip(f"PostgreSQL tests skipped: set {ADMIN_URL_VARIABLE} or start Docker")
-
-
-def create_postgresql_database(admin_url: URL) -> URL:
-    """Create an empty database with a unique name and return its URL."""
-    name = f"appdb_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return admin_url.set(database=name)
-
-
-def drop_postgresql_database(admin_url: URL, url: URL) -> None:
-    """Drop a database made by `create_postgresql_database`, whoever is still connected."""
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -133,11 +98,11 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         yield URL.create("sqlite", database=str(tmp_path / "test.sqlite3"))
         return
     admin_url: URL = request.getfixturevalue("postgresql_admin_url")
-    url = create_postgresql_database(admin_url)
+    url = create_database(admin_url)
     try:
         yield url
     finally:
-        drop_postgresql_database(admin_url, url)
+        drop_database(admin_url, url)
 
 
 @pytest.fixture

@@ -15,10 +15,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Self
 
 import psycopg
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 SERVER_USER = "postgres"
@@ -42,6 +44,22 @@ def find_bindir() -> Path | None:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     return None
+
+
+def create_database(admin_url: URL, prefix: str = "appdb_test") -> URL:
+    """Create an empty database with a unique name on the admin URL's server; return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    return admin_url.set(database=name)
+
+
+def drop_database(admin_url: URL, url: URL) -> None:
+    """Drop a database made by `create_database`, whoever is still connected."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 def free_port() -> int:

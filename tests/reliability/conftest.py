@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from appdb import DatabaseSettings, create_engine, metadata
-from pgserver import PostgresServer
-from reliability_helpers import AppDBServer, create_database, drop_database, with_schema
+from pgserver import PostgresServer, create_database, drop_database
+from reliability_helpers import AppDBServer, with_schema
 
 # Modest example counts keep CI fast; derandomized so a CI failure reproduces. Examples share
 # a module-scoped engine and restore its state themselves, which the health check cannot see.

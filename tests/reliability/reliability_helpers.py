@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import NamedTuple
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from appdb import DatabaseSettings, create_engine, metadata
@@ -49,21 +47,3 @@ def wait_gone(server: PostgresServer, pids: set[int], timeout: float = 10) -> No
             msg = f"server processes {listed} still running after {timeout}s"
             raise TimeoutError(msg)
         time.sleep(0.02)
-
-
-def create_database(admin_url: URL, prefix: str) -> URL:
-    """A new empty database on the shared server, for fixtures wider than one test."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return admin_url.set(database=name)
-
-
-def drop_database(admin_url: URL, url: URL) -> None:
-    """Drop a database made by `create_database`, whoever is still connected."""
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    engine.dispose()

@@ -8,34 +8,16 @@ fixture of the main suite (engines, sessions, ...) go through it with ``DATABASE
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 from appdb import DatabaseSettings
 from pgbouncer import PgBouncer, find_pgbouncer
-
-
-def create_database(admin_url: URL) -> URL:
-    """Create an empty database with a unique name on the admin URL's server; return its URL."""
-    name = f"appdb_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    return admin_url.set(database=name)
-
-
-def drop_database(admin_url: URL, url: URL) -> None:
-    """Drop a database made by `create_database`, whoever is still connected."""
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+from pgserver import create_database, drop_database
 
 
 @pytest.fixture(scope="session")
