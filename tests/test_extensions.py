@@ -287,6 +287,18 @@ def test_history_lists_both(service: Path) -> None:
     assert by_id["0002_messages"].is_head
 
 
+def test_alembic_config_for_a_service(service: Path, settings: DatabaseSettings) -> None:
+    """``alembic_config(service=...)`` is the service's chain alone, with its version table."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    config = migrate.alembic_config(settings, service="svcdemo")
+    assert "alembic_version_svcdemo" == config.attributes["version_table"]
+    script = ScriptDirectory.from_config(config)
+    assert {"svcdemo_0001", "svcdemo_0002"} == {item.revision for item in script.walk_revisions()}
+    with pytest.raises(MigrationError, match="no service 'nosuch' is installed here"):
+        migrate.alembic_config(settings, service="nosuch")
+
+
 def test_service_name_must_be_an_identifier(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

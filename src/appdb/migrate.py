@@ -158,12 +158,16 @@ def _split_target(revision: str) -> tuple[_Chain, str]:
     name, at, target = revision.partition("@")
     if not at:
         return _appdb_chain(), revision
+    return _service_chain(name, f"{revision!r}: "), target
+
+
+def _service_chain(name: str, context: str = "") -> _Chain:
     chains = {chain.service: chain for chain in _service_chains()}
     if name not in chains:
         installed = ", ".join(str(service) for service in chains) or "none"
-        msg = f"{revision!r}: no service {name!r} is installed here (installed: {installed})"
+        msg = f"{context}no service {name!r} is installed here (installed: {installed})"
         raise MigrationError(msg)
-    return chains[name], target
+    return chains[name]
 
 
 def _chain_config(
@@ -213,7 +217,7 @@ def alembic_config(
     Raises:
         MigrationError: No such service is installed.
     """
-    chain = _appdb_chain() if service is None else _split_target(f"{service}@")[0]
+    chain = _appdb_chain() if service is None else _service_chain(service)
     return _chain_config(chain, settings or get_settings(), connection=connection, stdout=stdout)
 
 
