@@ -113,7 +113,7 @@ def _versions_folder(script_location: str) -> str:
     return str(Path(script_location) / "versions")
 
 
-APPDB_VERSION_TABLE = "alembic_version"
+_APPDB_VERSION_TABLE = "alembic_version"
 _SERVICE_VERSION_TABLE = "alembic_version_{}"
 
 
@@ -138,7 +138,7 @@ if TYPE_CHECKING:
 
 
 def _appdb_chain() -> _Chain:
-    return _Chain(None, APPDB_VERSION_TABLE, _versions_folder(_script_location()))
+    return _Chain(None, _APPDB_VERSION_TABLE, _versions_folder(_script_location()))
 
 
 def _service_chains() -> tuple[_Chain, ...]:
