@@ -37,6 +37,8 @@ def _configure(**options: object) -> None:
         compare_server_default=True,
         include_name=include_name,
         on_version_apply=config.attributes.get("on_version_apply", ()),
+        # appdb's chain keeps the default; each service's chain has a table of its own.
+        version_table=config.attributes.get("version_table", "alembic_version"),
         **options,
     )
 

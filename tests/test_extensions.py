@@ -44,8 +44,8 @@ from alembic import op
 
 revision = "svcdemo_0001"
 down_revision = None
-branch_labels = ("svcdemo",)
-depends_on = "0002_messages"
+branch_labels = None
+depends_on = None
 
 
 def upgrade():
@@ -91,7 +91,9 @@ def downgrade():
 '''
 
 
-def write_service(root: Path, *, versions: bool = True, broken: bool = False) -> Path:
+def write_service(
+    root: Path, *, versions: bool = True, broken: bool = False, name: str = "svcdemo"
+) -> Path:
     """An installed service as importlib.metadata sees it: a package and its dist-info."""
     package = root / "svcdemo"
     (package / "migrations" / "versions").mkdir(parents=True)
@@ -108,7 +110,7 @@ def write_service(root: Path, *, versions: bool = True, broken: bool = False) ->
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: svcdemo\nVersion: 0.1\n")
     (dist_info / "entry_points.txt").write_text(
-        "[appdb.migrations]\nsvcdemo = svcdemo.migrations\n"
+        f"[appdb.migrations]\n{name} = svcdemo.migrations\n"
     )
     return root
 
@@ -149,16 +151,29 @@ def test_service_is_found_and_its_models_registered(service: Path) -> None:
     assert ("svcdemo", "svcdemo.migrations") == (found.name, found.package)
     assert service / "svcdemo" / "migrations" / "versions" == found.versions
     assert "svcdemo_notes" in metadata.tables
-    assert {"0002_messages", "svcdemo_0002"} == set(migrate.heads())
+    assert ("0002_messages", "svcdemo_0002") == migrate.heads()
 
 
 def test_upgrade_applies_appdb_then_service(service: Path, settings: DatabaseSettings) -> None:
-    """One upgrade runs appdb's revisions before the service revision that depends on them."""
+    """On a fresh database appdb's chain goes first: the service's table references users."""
     applied = [step.revision for step in migrate.upgrade(settings=settings)]
     assert ["0001_users", "0002_messages", "svcdemo_0001", "svcdemo_0002"] == applied
-    assert {"users", "messages", "svcdemo_notes", "alembic_version"} == _tables(settings)
-    # Alembic records the service's head alone: it implies appdb's through depends_on.
-    assert ("svcdemo_0002",) == migrate.current(settings)
+    tables = {"users", "messages", "svcdemo_notes", "alembic_version", "alembic_version_svcdemo"}
+    assert tables == _tables(settings)
+    engine = create_engine(settings)
+    try:
+        (foreign_key,) = sa.inspect(engine).get_foreign_keys("svcdemo_notes")
+        with engine.connect() as connection:
+            appdb_rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            assert [("0002_messages",)] == [tuple(row) for row in appdb_rows]
+            service_rows = connection.exec_driver_sql(
+                "SELECT version_num FROM alembic_version_svcdemo"
+            )
+            assert [("svcdemo_0002",)] == [tuple(row) for row in service_rows]
+    finally:
+        engine.dispose()
+    assert "users" == foreign_key["referred_table"]
+    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
     assert "0002_messages, svcdemo_0002" == migrate.ensure_schema_current(settings)
     assert [] == migrate.check(settings)
     assert [] == migrate.upgrade(settings=settings)
@@ -174,37 +189,126 @@ def test_check_covers_service_tables(service: Path, settings: DatabaseSettings) 
     assert ["remove column svcdemo_notes.colour"] == migrate.check(settings)
 
 
+def test_check_ignores_service_not_installed(service: Path, settings: DatabaseSettings) -> None:
+    """A service installed elsewhere: its table and version table are not drift here."""
+    migrate.upgrade(settings=settings)
+    sys.path.remove(str(service))
+    _forget_service()
+    assert [] == migrate.check(settings)
+    engine = create_engine(settings)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ALTER TABLE users ADD COLUMN colour VARCHAR(10)")
+    engine.dispose()
+    assert ["remove column users.colour"] == migrate.check(settings)
+
+
 def test_service_behind_is_out_of_date(service: Path, settings: DatabaseSettings) -> None:
     """With appdb at head but the service one revision behind: the start-up guard refuses."""
     migrate.upgrade(settings=settings)
     migrate.downgrade("svcdemo@-1", settings)
-    assert ("svcdemo_0001",) == migrate.current(settings)
-    with pytest.raises(migrate.SchemaOutOfDateError, match="run `appdb-migrate upgrade`"):
+    assert ("0002_messages", "svcdemo_0001") == migrate.current(settings)
+    assert not migrate.at_heads(migrate.current(settings))
+    expected = (
+        "service svcdemo is at svcdemo_0001 but its migrations end at svcdemo_0002: "
+        "run `appdb-migrate upgrade`"
+    )
+    with pytest.raises(migrate.SchemaOutOfDateError) as raised:
         migrate.ensure_schema_current(settings)
+    assert expected == str(raised.value)
 
 
-def test_downgrade_base_undoes_service_first(service: Path, settings: DatabaseSettings) -> None:
-    """Down to base, the service's revisions go before the appdb tables they reference."""
+def test_service_down_to_base_and_up_again(service: Path, settings: DatabaseSettings) -> None:
+    """The service's chain goes down alone, leaving appdb's; the next upgrade brings it back."""
     migrate.upgrade(settings=settings)
+    undone = [step.revision for step in migrate.downgrade("svcdemo@base", settings)]
+    assert ["svcdemo_0002", "svcdemo_0001"] == undone
+    assert {"users", "messages", "alembic_version", "alembic_version_svcdemo"} == _tables(settings)
+    assert ("0002_messages",) == migrate.current(settings)
+    applied = [step.revision for step in migrate.upgrade(settings=settings)]
+    assert ["svcdemo_0001", "svcdemo_0002"] == applied
+    assert [] == migrate.check(settings)
+
+
+def test_appdb_downgrade_refused_while_service_is_up(
+    service: Path, settings: DatabaseSettings
+) -> None:
+    """The appdb chain stays put while a service's tables reference it: down the service first."""
+    migrate.upgrade(settings=settings)
+    for refused in (
+        lambda: migrate.downgrade("base", settings),
+        lambda: migrate.stamp("base", settings),
+    ):
+        with pytest.raises(MigrationError) as raised:
+            refused()
+        assert (
+            "'base' addresses appdb's own chain, but service(s) svcdemo still have tables "
+            "referencing appdb's: take them down first (svcdemo@base)"
+        ) == str(raised.value)
+    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
+    migrate.downgrade("svcdemo@base", settings)
     undone = [step.revision for step in migrate.downgrade("base", settings)]
-    assert ["svcdemo_0002", "svcdemo_0001", "0002_messages", "0001_users"] == undone
-    assert {"alembic_version"} == _tables(settings)
+    assert ["0002_messages", "0001_users"] == undone
+    assert {"alembic_version", "alembic_version_svcdemo"} == _tables(settings)
     assert 4 == len(migrate.upgrade(settings=settings))
 
 
 def test_service_branch_alone(service: Path, settings: DatabaseSettings) -> None:
-    """Upgrading only the service's branch brings appdb's revisions it depends on."""
+    """Upgrading only the service's chain brings appdb's to its head first."""
     applied = [step.revision for step in migrate.upgrade("svcdemo@svcdemo_0001", settings)]
     assert ["0001_users", "0002_messages", "svcdemo_0001"] == applied
+    assert ["svcdemo_0002"] == [step.revision for step in migrate.upgrade("svcdemo@+1", settings)]
+
+
+def test_stamp_addresses_chains(service: Path, settings: DatabaseSettings) -> None:
+    """``heads`` stamps every chain, ``svcdemo@...`` the service's alone."""
+    migrate.stamp("heads", settings)
+    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
+    migrate.stamp("svcdemo@base", settings)
+    assert ("0002_messages",) == migrate.current(settings)
+    assert {"alembic_version", "alembic_version_svcdemo"} == _tables(settings)
+
+
+def test_unknown_service_target(service: Path, settings: DatabaseSettings) -> None:
+    """A target naming a service not installed here is refused before anything runs."""
+    expected = "'nosuch@head': no service 'nosuch' is installed here (installed: svcdemo)"
+    with pytest.raises(MigrationError) as raised:
+        migrate.upgrade("nosuch@head", settings)
+    assert expected == str(raised.value)
+    assert set() == _tables(settings)
 
 
 def test_history_lists_both(service: Path) -> None:
-    """History shows appdb's and the service's revisions, the service's branch labelled."""
+    """History shows appdb's and the service's revisions, the service's labelled."""
     by_id = {revision.revision: revision for revision in migrate.history()}
     assert {"0001_users", "0002_messages", "svcdemo_0001", "svcdemo_0002"} == set(by_id)
-    assert ("svcdemo",) == by_id["svcdemo_0001"].branch_labels
+    assert ("svcdemo", "svcdemo") == (by_id["svcdemo_0001"].service, by_id["svcdemo_0002"].service)
+    assert by_id["0001_users"].service is None
     assert by_id["svcdemo_0002"].is_head
     assert by_id["0002_messages"].is_head
+
+
+def test_alembic_config_for_a_service(service: Path, settings: DatabaseSettings) -> None:
+    """``alembic_config(service=...)`` is the service's chain alone, with its version table."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    config = migrate.alembic_config(settings, service="svcdemo")
+    assert "alembic_version_svcdemo" == config.attributes["version_table"]
+    script = ScriptDirectory.from_config(config)
+    assert {"svcdemo_0001", "svcdemo_0002"} == {item.revision for item in script.walk_revisions()}
+    with pytest.raises(MigrationError, match="no service 'nosuch' is installed here"):
+        migrate.alembic_config(settings, service="nosuch")
+
+
+def test_service_name_must_be_an_identifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name becomes a table name: anything else than a lowercase identifier is refused."""
+    monkeypatch.syspath_prepend(str(write_service(tmp_path / "site", name="smart-space")))
+    try:
+        with pytest.raises(MigrationError, match=r"'smart-space' is not a valid service name"):
+            migrate.heads()
+    finally:
+        _forget_service()
 
 
 def test_broken_service_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,13 +377,16 @@ def test_cli_broken_service_exits_1(tmp_path: Path) -> None:
 
 
 def test_offline_sql_covers_both(service: Path) -> None:
-    """--sql renders the service's revisions after appdb's, and a branch's downgrade alone."""
+    """--sql renders the service's chain after appdb's, and a service's downgrade alone."""
     upgrade = migrate.offline_sql("heads")
     assert upgrade.index("CREATE TABLE users") < upgrade.index("CREATE TABLE svcdemo_notes")
+    assert "INSERT INTO alembic_version_svcdemo (version_num) VALUES ('svcdemo_0001')" in upgrade
     branch_down = migrate.offline_sql("svcdemo@base", downgrade=True)
     assert "DROP TABLE svcdemo_notes" in branch_down
     assert "DROP TABLE users" not in branch_down
-    assert "DROP TABLE users" in migrate.offline_sql("base", downgrade=True)
+    appdb_down = migrate.offline_sql("base", downgrade=True)
+    assert "DROP TABLE users" in appdb_down
+    assert "svcdemo" not in appdb_down
 
 
 def test_schema_draws_registered_tables(service: Path) -> None:
@@ -289,14 +396,47 @@ def test_schema_draws_registered_tables(service: Path) -> None:
     assert "svcdemo_notes" in schema.render_text()
 
 
-def test_service_migrations_missing_here(service: Path, settings: DatabaseSettings) -> None:
-    """A process without the service's package cannot vouch for a database the service migrated.
+def test_process_without_the_service(
+    service: Path, database_url: sa.URL, settings: DatabaseSettings, tmp_path: Path
+) -> None:
+    """A process that does not install the service (the bot) is not coupled to it.
 
-    Alembic records the service's head alone, so such a process is told to install it.
+    The service's revisions are in its own version table, which such a process never reads.
     """
     migrate.upgrade(settings=settings)
+    url = ["--database-url", database_url.render_as_string(hide_password=False)]
+    elsewhere = tmp_path / "nowhere"
+    upgraded = _cli(*url, "upgrade", cwd=tmp_path, site=elsewhere)
+    assert (0, "nothing to do: database already at 0002_messages\n") == (
+        upgraded.returncode,
+        upgraded.stdout,
+    ), upgraded.stderr
+    checked = _cli(*url, "current", "--check", cwd=tmp_path, site=elsewhere)
+    assert (0, "0002_messages (head): up to date\n") == (checked.returncode, checked.stdout)
+    assert 0 == _cli(*url, "check", cwd=tmp_path, site=elsewhere).returncode
+
     sys.path.remove(str(service))
     _forget_service()
     assert ("0002_messages",) == migrate.heads()
-    with pytest.raises(migrate.SchemaOutOfDateError, match="install its package"):
-        migrate.ensure_schema_current(settings)
+    assert ("0002_messages",) == migrate.current(settings)
+    assert "0002_messages" == migrate.ensure_schema_current(settings)
+    # appdb's chain cannot go down under the service's tables, installed here or not.
+    with pytest.raises(MigrationError, match=r"service\(s\) svcdemo still have tables"):
+        migrate.downgrade("-1", settings)
+
+
+def test_cli_appdb_downgrade_refused(service: Path, database_url: sa.URL, tmp_path: Path) -> None:
+    """One line and exit 1; the database is left as it was."""
+    url = ["--database-url", database_url.render_as_string(hide_password=False)]
+    assert 0 == _cli(*url, "upgrade", cwd=tmp_path, site=service).returncode
+    refused = _cli(*url, "downgrade", "-1", cwd=tmp_path, site=service)
+    expected = (
+        "appdb-migrate: error: '-1' addresses appdb's own chain, but service(s) svcdemo still "
+        "have tables referencing appdb's: take them down first (svcdemo@base)"
+    )
+    assert (1, [expected]) == (refused.returncode, refused.stderr.splitlines())
+    current = _cli(*url, "current", cwd=tmp_path, site=service)
+    assert "0002_messages, svcdemo_0002 (head)\n" == current.stdout
+    down = _cli(*url, "downgrade", "svcdemo@base", cwd=tmp_path, site=service)
+    assert 0 == down.returncode, down.stderr
+    assert "downgraded svcdemo_0001" in down.stdout

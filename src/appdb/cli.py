@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
     lock_option(upgrade)
 
-    downgrade = commands.add_parser("downgrade", help="undo migrations down to REV (or base)")
+    downgrade = commands.add_parser(
+        "downgrade",
+        help="undo appdb's migrations down to REV (or base), or a service's with SERVICE@REV",
+    )
     downgrade.add_argument("revision", metavar="REV")
     downgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
     lock_option(downgrade)
@@ -76,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="exit 1 unless the database is at this appdb's head"
     )
 
-    commands.add_parser("history", help="list the bundled revisions, newest first")
+    commands.add_parser(
+        "history", help="list the revisions, appdb's then each service's, newest first"
+    )
     commands.add_parser("heads", help="show the head revision this appdb ships")
     commands.add_parser("check", help="exit 1 and list differences between models and database")
 
@@ -154,7 +159,8 @@ def _history(_args: argparse.Namespace) -> None:
     for revision in migrate.history():
         marker = " (head)" if revision.is_head else ""
         parent = revision.down_revision or "<base>"
-        branch = f" [{', '.join(revision.branch_labels)}]" if revision.branch_labels else ""
+        labels = dict.fromkeys([*filter(None, [revision.service]), *revision.branch_labels])
+        branch = f" [{', '.join(labels)}]" if labels else ""
         print(f"{parent} -> {revision.revision}{marker}{branch}: {revision.description}")
 
 

@@ -1,19 +1,22 @@
 """Service-owned tables and migrations, registered through the ``appdb.migrations`` entry points.
 
 A service declares its models on `appdb.metadata` (subclassing `AppDBModel`) and ships an
-Alembic ``versions`` folder inside a package of its own, whose first revision has a branch
-label and ``depends_on`` appdb's head. It registers that package in its ``pyproject.toml``::
+Alembic ``versions`` folder inside a package of its own (a chain of its own, whose first
+revision has ``down_revision = None``). It registers that package in its ``pyproject.toml``::
 
     [project.entry-points."appdb.migrations"]
     smartspace = "smartspace.migrations"
 
 `appdb-migrate` then imports the package (so the service's models join `appdb.metadata` for
-``check`` and ``schema``) and adds its ``versions`` folder to Alembic's ``version_locations``.
+``check`` and ``schema``) and runs the service's chain after appdb's, recording it in a version
+table of its own, ``alembic_version_<name>``: processes that do not install the service see only
+appdb's ``alembic_version`` and are not affected by the service's revisions.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from importlib import resources
@@ -39,7 +42,19 @@ class ServiceMigrations:
     """The folder of the service's Alembic revisions."""
 
 
+# The name becomes part of a table name (alembic_version_<name>) and of targets (<name>@head):
+# PostgreSQL's identifiers hold 63 characters, 16 of them taken by the prefix.
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9_]{0,46}")
+
+
 def _load(entry_point: importlib_metadata.EntryPoint) -> ServiceMigrations:
+    if not _SERVICE_NAME.fullmatch(entry_point.name):
+        msg = (
+            f"the {ENTRY_POINT_GROUP} entry point {entry_point.name!r} is not a valid service "
+            "name: lowercase letters, digits and underscores, starting with a letter, "
+            "at most 47 characters (it names the table alembic_version_<name>)"
+        )
+        raise MigrationError(msg)
     package = entry_point.value.strip()
     try:
         # Importing the package runs its (and its parents') imports: that registers the models.
@@ -64,7 +79,8 @@ def service_migrations() -> tuple[ServiceMigrations, ...]:
         The registered services; empty when none is installed.
 
     Raises:
-        MigrationError: A registered package cannot be imported or has no ``versions`` folder.
+        MigrationError: A registered package cannot be imported or has no ``versions`` folder,
+            or its entry point's name is not a valid service name.
     """
     found = importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)
     # One distribution can be seen twice (an editable install and a build folder on sys.path).

@@ -24,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
 
@@ -80,6 +81,8 @@ class Revision:
     description: str
     is_head: bool
     branch_labels: tuple[str, ...] = ()
+    service: str | None = None
+    """The service whose chain the revision belongs to; None for appdb's own."""
 
 
 @dataclass(frozen=True)
@@ -110,18 +113,82 @@ def _versions_folder(script_location: str) -> str:
     return str(Path(script_location) / "versions")
 
 
-def _add_service_locations(config: Config, script_location: str) -> None:
-    """Add every registered service's versions folder next to appdb's own.
+_APPDB_VERSION_TABLE = "alembic_version"
+_SERVICE_VERSION_TABLE = "alembic_version_{}"
 
-    With no service installed nothing is set, and Alembic reads appdb's folder as always.
-    """
-    services = service_migrations()
-    if not services:
-        return
-    folders = [_versions_folder(script_location), *(str(s.versions) for s in services)]
-    config.set_main_option("path_separator", "newline")
-    # ConfigParser interpolates '%': a folder name may contain one.
-    config.set_main_option("version_locations", "\n".join(f.replace("%", "%%") for f in folders))
+
+@dataclass(frozen=True)
+class _Chain:
+    """One line of revisions with a version table of its own: appdb's, or one service's."""
+
+    service: str | None
+    """The service's name; None for appdb's own chain."""
+    version_table: str
+    versions: str
+    """The folder of the chain's revision files."""
+
+    @property
+    def label(self) -> str:
+        return self.service or "appdb"
+
+
+if TYPE_CHECKING:
+    # Moves one chain: the chain, an Alembic command (upgrade, downgrade, stamp), the target.
+    _Runner = Callable[[_Chain, Callable[..., None], str], None]
+
+
+def _appdb_chain() -> _Chain:
+    return _Chain(None, _APPDB_VERSION_TABLE, _versions_folder(_script_location()))
+
+
+def _service_chains() -> tuple[_Chain, ...]:
+    """The installed services' chains, in name order: the order they are upgraded in."""
+    return tuple(
+        _Chain(found.name, _SERVICE_VERSION_TABLE.format(found.name), str(found.versions))
+        for found in service_migrations()
+    )
+
+
+def _chains() -> tuple[_Chain, ...]:
+    return (_appdb_chain(), *_service_chains())
+
+
+def _split_target(revision: str) -> tuple[_Chain, str]:
+    """``service@target`` addresses that service's chain; any other target appdb's."""
+    name, at, target = revision.partition("@")
+    if not at:
+        return _appdb_chain(), revision
+    return _service_chain(name, f"{revision!r}: "), target
+
+
+def _service_chain(name: str, context: str = "") -> _Chain:
+    chains = {chain.service: chain for chain in _service_chains()}
+    if name not in chains:
+        installed = ", ".join(str(service) for service in chains) or "none"
+        msg = f"{context}no service {name!r} is installed here (installed: {installed})"
+        raise MigrationError(msg)
+    return chains[name]
+
+
+def _chain_config(
+    chain: _Chain,
+    settings: DatabaseSettings,
+    *,
+    connection: Connection | None = None,
+    stdout: TextIO | None = None,
+) -> Config:
+    config = Config(stdout=stdout or io.StringIO())
+    config.set_main_option("script_location", _script_location())
+    if chain.service is not None:
+        # appdb's env.py and script.py.mako, the service's revisions alone.
+        config.set_main_option("path_separator", "newline")
+        # ConfigParser interpolates '%': a folder name may contain one.
+        config.set_main_option("version_locations", chain.versions.replace("%", "%%"))
+    config.attributes["version_table"] = chain.version_table
+    config.attributes["appdb_settings"] = settings
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
 def alembic_config(
@@ -129,8 +196,9 @@ def alembic_config(
     *,
     connection: Connection | None = None,
     stdout: TextIO | None = None,
+    service: str | None = None,
 ) -> Config:
-    """Build the Alembic configuration for appdb's bundled migrations.
+    """Build the Alembic configuration for appdb's bundled migrations, or a service's.
 
     Tools such as pytest-alembic, and services that run Alembic themselves, can use it as is.
 
@@ -140,18 +208,17 @@ def alembic_config(
         connection: Run migrations on this connection (inside the caller's transaction)
             instead of opening one.
         stdout: Where Alembic writes its output (offline SQL, history).
+        service: A registered service's name: its revisions and its version table
+            (``alembic_version_<service>``) instead of appdb's.
 
     Returns:
         A configuration needing no ``alembic.ini``.
+
+    Raises:
+        MigrationError: No such service is installed.
     """
-    config = Config(stdout=stdout or io.StringIO())
-    location = _script_location()
-    config.set_main_option("script_location", location)
-    _add_service_locations(config, location)
-    config.attributes["appdb_settings"] = settings or get_settings()
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
+    chain = _appdb_chain() if service is None else _service_chain(service)
+    return _chain_config(chain, settings or get_settings(), connection=connection, stdout=stdout)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -291,18 +358,64 @@ def _recorder(applied: list[AppliedRevision]) -> Callable[..., None]:
     return on_version_apply
 
 
+def _read_versions(connection: Connection, chains: Sequence[_Chain]) -> list[tuple[str, ...]]:
+    """Each chain's recorded revisions; empty for a version table that does not exist."""
+    return [
+        tuple(
+            MigrationContext.configure(
+                connection, opts={"version_table": chain.version_table}
+            ).get_current_heads()
+        )
+        for chain in chains
+    ]
+
+
+def _services_above_base(settings: DatabaseSettings) -> list[str]:
+    """Every service with revisions recorded in this database, installed here or not."""
+    prefix = _SERVICE_VERSION_TABLE.format("")
+    engine = create_engine(settings, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            tables = sorted(
+                name for name in sa_inspect(connection).get_table_names() if name.startswith(prefix)
+            )
+            chains = [_Chain(name.removeprefix(prefix), name, "") for name in tables]
+            recorded = _read_versions(connection, chains)
+    finally:
+        engine.dispose()
+    return [chain.label for chain, revisions in zip(chains, recorded, strict=True) if revisions]
+
+
+def _refuse_with_services_above_base(settings: DatabaseSettings, revision: str) -> None:
+    services = _services_above_base(settings)
+    if services:
+        names = ", ".join(services)
+        first = " ".join(f"{name}@base" for name in services)
+        msg = (
+            f"{revision!r} addresses appdb's own chain, but service(s) {names} still have "
+            f"tables referencing appdb's: take them down first ({first})"
+        )
+        raise MigrationError(msg)
+
+
 def _run_locked(
-    operation: Callable[[Config], None],
+    operation: Callable[[_Runner, DatabaseSettings], None],
     settings: DatabaseSettings | None,
     action: str,
     lock_timeout: float,
 ) -> list[AppliedRevision]:
+    """Run `operation` under the migration lock; it calls its runner once per chain to move."""
     settings = _settings(settings).for_migrations()
-    config = alembic_config(settings)
     applied: list[AppliedRevision] = []
-    config.attributes["on_version_apply"] = _recorder(applied)
+    recorder = _recorder(applied)
+
+    def run(chain: _Chain, alembic_command: Callable[..., None], target: str) -> None:
+        config = _chain_config(chain, settings)
+        config.attributes["on_version_apply"] = recorder
+        alembic_command(config, target)
+
     with _translated_errors(settings, action), _migration_lock(settings, lock_timeout):
-        operation(config)
+        operation(run, settings)
     return applied
 
 
@@ -312,11 +425,13 @@ def upgrade(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[AppliedRevision]:
-    """Bring the database up to `revision` (default: every head, appdb's and the services').
+    """Bring the database up to `revision` (default: appdb's head, then every service's).
 
     Args:
-        revision: Target revision id, ``heads``, ``head`` (when there is one), a branch
-            such as ``smartspace@head``, or a relative target such as ``+1``.
+        revision: ``heads`` (appdb's chain, then each installed service's in name order);
+            a target of appdb's chain (``head``, a revision id, ``+1``); or
+            ``service@target`` (``smartspace@head``), which brings appdb's chain to its head
+            first, then moves that service's chain alone.
         settings: The database; `get_settings()` when omitted.
         lock_timeout: Seconds to wait for a concurrent migration to finish.
 
@@ -324,15 +439,25 @@ def upgrade(
         The revisions applied, in order; empty when the database was already there.
 
     Raises:
-        MigrationError: A revision failed (PostgreSQL stays at the last revision that completed).
+        MigrationError: A revision failed (PostgreSQL stays at the last revision that
+            completed), or `revision` names a service not installed here.
         MigrationLockTimeoutError: Another migration held the lock for too long.
         DatabaseUnavailableError: The database could not be reached.
         ConfigurationError: The connection leads through a transaction pooler (see
             `DatabaseSettings.for_migrations`).
     """
-    return _run_locked(
-        lambda config: command.upgrade(config, revision), settings, "upgrade", lock_timeout
-    )
+    chain, target = _split_target(revision)
+
+    def operation(run: _Runner, _: object) -> None:
+        # Service tables reference appdb's: appdb's chain always goes first.
+        run(_appdb_chain(), command.upgrade, "heads" if chain.service else target)
+        if chain.service is not None:
+            run(chain, command.upgrade, target)
+        elif revision == "heads":
+            for service in _service_chains():
+                run(service, command.upgrade, "heads")
+
+    return _run_locked(operation, settings, "upgrade", lock_timeout)
 
 
 def downgrade(
@@ -341,10 +466,12 @@ def downgrade(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> list[AppliedRevision]:
-    """Take the database down to `revision` (``base`` removes every appdb table).
+    """Take a chain down to `revision`: appdb's, or a service's with ``service@target``.
 
     Args:
-        revision: Target revision id, ``base``, or a relative target such as ``-1``.
+        revision: A target of appdb's chain (a revision id, ``base``, ``-1``), refused while
+            any service is above base (its tables reference appdb's); or ``service@target``
+            (``smartspace@-1``, ``smartspace@base``) for that service's chain.
         settings: The database; `get_settings()` when omitted.
         lock_timeout: Seconds to wait for a concurrent migration to finish.
 
@@ -352,15 +479,21 @@ def downgrade(
         The revisions undone, in order.
 
     Raises:
-        MigrationError: A downgrade step failed.
+        MigrationError: A downgrade step failed, services are above base, or `revision`
+            names a service not installed here.
         MigrationLockTimeoutError: Another migration held the lock for too long.
         DatabaseUnavailableError: The database could not be reached.
         ConfigurationError: The connection leads through a transaction pooler (see
             `DatabaseSettings.for_migrations`).
     """
-    return _run_locked(
-        lambda config: command.downgrade(config, revision), settings, "downgrade", lock_timeout
-    )
+    chain, target = _split_target(revision)
+
+    def operation(run: _Runner, settings: DatabaseSettings) -> None:
+        if chain.service is None:
+            _refuse_with_services_above_base(settings, revision)
+        run(chain, command.downgrade, target)
+
+    return _run_locked(operation, settings, "downgrade", lock_timeout)
 
 
 def stamp(
@@ -369,18 +502,31 @@ def stamp(
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
-    """Record `revision` as the database's schema version without running any migration.
+    """Record `revision` as a chain's schema version without running any migration.
 
     Args:
-        revision: The revision to record (``head``, ``base`` or an id).
+        revision: ``heads`` (every installed chain at its head); a revision of appdb's chain
+            (``head``, ``base``, an id), refused while any service is above base; or
+            ``service@target`` for that service's chain.
         settings: The database; `get_settings()` when omitted.
         lock_timeout: Seconds to wait for a concurrent migration to finish.
 
     Raises:
-        MigrationError: The revision is unknown or the stamp failed.
+        MigrationError: The revision is unknown, services are above base, or the stamp failed.
         ConfigurationError: The connection leads through a transaction pooler.
     """
-    _run_locked(lambda config: command.stamp(config, revision), settings, "stamp", lock_timeout)
+    chain, target = _split_target(revision)
+
+    def operation(run: _Runner, settings: DatabaseSettings) -> None:
+        if revision == "heads":
+            for each in _chains():
+                run(each, command.stamp, "heads")
+            return
+        if chain.service is None:
+            _refuse_with_services_above_base(settings, revision)
+        run(chain, command.stamp, target)
+
+    _run_locked(operation, settings, "stamp", lock_timeout)
 
 
 def _serverless_settings(url: str) -> DatabaseSettings:
@@ -392,8 +538,9 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     """Render the SQL of an upgrade or downgrade without a server (PostgreSQL dialect).
 
     Args:
-        revision: ``heads``/an id (upgrade from base), or ``FROM:TO``; a plain downgrade
-            target is taken from ``heads`` (``branch@head`` for ``branch@...``).
+        revision: ``heads`` (appdb's chain, then every service's), a target or ``FROM:TO``
+            of appdb's chain, or ``service@...`` for a service's chain; a downgrade without
+            ``FROM:`` starts from that chain's heads.
         downgrade: Render the downgrade instead.
 
     Returns:
@@ -404,37 +551,44 @@ def offline_sql(revision: str, *, downgrade: bool = False) -> str:
     """
     buffer = io.StringIO()
     settings = _serverless_settings("postgresql://offline/appdb")
-    config = alembic_config(settings, stdout=buffer)
-    config.output_buffer = buffer
-    if downgrade and ":" not in revision:
-        branch, at, _ = revision.rpartition("@")
-        revision = f"{branch}@head:{revision}" if at else f"heads:{revision}"
+    chain, target = _split_target(revision)
+    chains = _chains() if revision == "heads" and not downgrade else (chain,)
+    if downgrade and ":" not in target:
+        target = f"heads:{target}"
     with _translated_errors(settings, "render SQL"):
-        if downgrade:
-            command.downgrade(config, revision, sql=True)
-        else:
-            command.upgrade(config, revision, sql=True)
+        for each in chains:
+            config = _chain_config(each, settings, stdout=buffer)
+            config.output_buffer = buffer
+            if downgrade:
+                command.downgrade(config, target, sql=True)
+            else:
+                command.upgrade(config, target, sql=True)
     return buffer.getvalue()
 
 
-def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config(_serverless_settings("sqlite://")))
+def _script(chain: _Chain) -> ScriptDirectory:
+    with _translated_errors(_serverless_settings("sqlite://"), f"read {chain.label}'s revisions"):
+        return ScriptDirectory.from_config(_chain_config(chain, _serverless_settings("sqlite://")))
+
+
+def _heads_of(chains: Sequence[_Chain]) -> list[tuple[str, ...]]:
+    return [tuple(_script(chain).get_heads()) for chain in chains]
 
 
 def heads() -> tuple[str, ...]:
-    """The head revisions: appdb's, and one per registered service (see `appdb.extensions`).
+    """The head revisions: appdb's, then each registered service's (see `appdb.extensions`).
 
     Returns:
         Revision ids.
     """
-    return tuple(_script().get_heads())
+    return tuple(revision for chain_heads in _heads_of(_chains()) for revision in chain_heads)
 
 
 def at_heads(revisions: Sequence[str]) -> bool:
     """Whether a database at `revisions` has every head applied and nothing unknown.
 
-    Alembic records a service's head alone once it depends on appdb's head, so the recorded
-    revisions and their ancestors (dependencies included) are compared with the heads.
+    Each chain records its own heads in its own version table, so a database at every head
+    holds exactly the heads.
 
     Args:
         revisions: What `current()` returned.
@@ -442,32 +596,44 @@ def at_heads(revisions: Sequence[str]) -> bool:
     Returns:
         True when an upgrade to ``heads`` would do nothing.
     """
-    script = _script()
-    known = {item.revision for item in script.walk_revisions()}
-    if not revisions or not set(revisions) <= known:
-        return False
-    applied = {item.revision for item in script.iterate_revisions(tuple(revisions), "base")}
-    return set(script.get_heads()) <= applied
+    return bool(revisions) and sorted(revisions) == sorted(heads())
 
 
 def history() -> list[Revision]:
-    """Every revision, appdb's and the registered services', newest first.
+    """Every revision, appdb's chain then each registered service's, each newest first.
 
     Returns:
-        The revisions with their descriptions.
+        The revisions with their descriptions; a service's carry its name in `Revision.service`.
     """
-    script = _script()
-    head_ids = set(script.get_heads())
-    return [
-        Revision(
-            revision=item.revision,
-            down_revision=item.down_revision if isinstance(item.down_revision, str) else None,
-            description=item.doc,
-            is_head=item.revision in head_ids,
-            branch_labels=tuple(sorted(item.branch_labels)),
+    revisions: list[Revision] = []
+    for chain in _chains():
+        script = _script(chain)
+        head_ids = set(script.get_heads())
+        revisions.extend(
+            Revision(
+                revision=item.revision,
+                down_revision=item.down_revision if isinstance(item.down_revision, str) else None,
+                description=item.doc,
+                is_head=item.revision in head_ids,
+                branch_labels=tuple(sorted(item.branch_labels)),
+                service=chain.service,
+            )
+            for item in script.walk_revisions()
         )
-        for item in script.walk_revisions()
-    ]
+    return revisions
+
+
+def _current_by_chain(
+    settings: DatabaseSettings | None, chains: Sequence[_Chain]
+) -> list[tuple[str, ...]]:
+    # A read needs no server session: through the pooler is fine when there is no direct URL.
+    settings = _settings(settings).for_migrations(session_level=False)
+    engine = create_engine(settings, poolclass=NullPool)
+    try:
+        with _translated_errors(settings, "read the current revision"), engine.connect() as conn:
+            return _read_versions(conn, chains)
+    finally:
+        engine.dispose()
 
 
 def current(settings: DatabaseSettings | None = None) -> tuple[str, ...]:
@@ -477,23 +643,45 @@ def current(settings: DatabaseSettings | None = None) -> tuple[str, ...]:
         settings: The database; `get_settings()` when omitted.
 
     Returns:
-        Revision ids from the ``alembic_version`` table.
+        Revision ids from appdb's ``alembic_version`` table, then from each installed
+        service's ``alembic_version_<service>``. Services not installed here are left out.
 
     Raises:
         DatabaseUnavailableError: The database could not be reached.
     """
-    # A read needs no server session: through the pooler is fine when there is no direct URL.
-    settings = _settings(settings).for_migrations(session_level=False)
-    engine = create_engine(settings, poolclass=NullPool)
-    try:
-        with _translated_errors(settings, "read the current revision"), engine.connect() as conn:
-            return tuple(MigrationContext.configure(conn).get_current_heads())
-    finally:
-        engine.dispose()
+    recorded = _current_by_chain(settings, _chains())
+    return tuple(revision for revisions in recorded for revision in revisions)
+
+
+def _chain_problem(chain: _Chain, actual: tuple[str, ...], expected: tuple[str, ...]) -> str:
+    shown = ", ".join(actual) or "no revision (never migrated)"
+    wanted = ", ".join(expected)
+    known = {item.revision for item in _script(chain).walk_revisions()}
+    if chain.service is None:
+        if set(actual) - known:
+            return (
+                f"database is at {shown}, which this appdb does not know (it ships {wanted}): "
+                "the database is ahead, upgrade appdb"
+            )
+        return (
+            f"database is at {shown} but this appdb expects {wanted}: run `appdb-migrate upgrade`"
+        )
+    if set(actual) - known:
+        return (
+            f"service {chain.service} is at {shown}, which its installed migrations do not "
+            f"know (they end at {wanted}): upgrade its package"
+        )
+    return (
+        f"service {chain.service} is at {shown} but its migrations end at {wanted}: "
+        "run `appdb-migrate upgrade`"
+    )
 
 
 def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
     """Refuse to serve against the wrong schema: call it at start-up.
+
+    Only the chains installed here are checked: appdb's, and each registered service's.
+    Services installed elsewhere keep their versions in tables of their own.
 
     Args:
         settings: The database; `get_settings()` when omitted.
@@ -502,28 +690,21 @@ def ensure_schema_current(settings: DatabaseSettings | None = None) -> str:
         The head revision(s) the database is at, comma-separated.
 
     Raises:
-        SchemaOutOfDateError: The database is behind (run ``appdb-migrate upgrade``) or ahead
-            of (upgrade appdb) the head this installed version ships.
+        SchemaOutOfDateError: A chain is behind (run ``appdb-migrate upgrade``) or ahead of
+            (upgrade appdb, or the service's package) the head installed here.
         DatabaseUnavailableError: The database could not be reached.
     """
-    expected = heads()
-    actual = current(settings)
-    if at_heads(actual):
-        return ", ".join(expected)
-    known = {revision.revision for revision in history()}
-    shown = ", ".join(actual) or "no revision (never migrated)"
-    if set(actual) - known:
-        msg = (
-            f"database is at {shown}, which this appdb does not know (it ships "
-            f"{', '.join(expected)}): the database is ahead, upgrade appdb, or a service "
-            "migrated it whose migrations are not installed here: install its package"
-        )
-    else:
-        msg = (
-            f"database is at {shown} but this appdb expects {', '.join(expected)}: "
-            "run `appdb-migrate upgrade`"
-        )
-    raise SchemaOutOfDateError(msg)
+    chains = _chains()
+    expected = _heads_of(chains)
+    actual = _current_by_chain(settings, chains)
+    problems = [
+        _chain_problem(chain, have, want)
+        for chain, have, want in zip(chains, actual, expected, strict=True)
+        if sorted(have) != sorted(want)
+    ]
+    if problems:
+        raise SchemaOutOfDateError("; ".join(problems))
+    return ", ".join(revision for chain_heads in expected for revision in chain_heads)
 
 
 def check(settings: DatabaseSettings | None = None) -> list[str]:

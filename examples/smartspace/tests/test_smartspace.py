@@ -56,7 +56,8 @@ def _insert_request(connection: sa.Connection, status: str) -> None:
 def test_one_upgrade_made_appdb_and_service_tables(appdb_engine: sa.Engine) -> None:
     """The plugin's database went through appdb's chain and SmartSpace's."""
     tables = set(sa.inspect(appdb_engine).get_table_names())
-    assert {"users", "messages", "alembic_version", *SERVICE_TABLES} == tables
+    versions = {"alembic_version", "alembic_version_smartspace"}
+    assert {"users", "messages", *versions, *SERVICE_TABLES} == tables
 
 
 def test_named_indexes_and_foreign_keys_to_users(appdb_engine: sa.Engine) -> None:
@@ -174,7 +175,7 @@ def test_downgrade_and_upgrade_again(appdb_empty_database_url: sa.URL) -> None:
 def test_appdb_migrate_cli_knows_the_service(
     appdb_empty_database_url: sa.URL, tmp_path: Path
 ) -> None:
-    """The installed console script upgrades both branches and draws the service's tables."""
+    """The installed console script upgrades both chains and draws the service's tables."""
     script = str(Path(sys.executable).parent / "appdb-migrate")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     env["DATABASE_URL"] = appdb_empty_database_url.render_as_string(hide_password=False)
@@ -187,7 +188,7 @@ def test_appdb_migrate_cli_knows_the_service(
         return result.stdout
 
     assert "upgraded smartspace_0002" in run("upgrade")
-    assert "smartspace_0002 (head): up to date" in run("current", "--check")
+    assert "0002_messages, smartspace_0002 (head): up to date\n" == run("current", "--check")
     assert "models and migrations agree" in run("check")
     assert '    users ||--o{ api_keys : "user_id"' in run("schema").splitlines()
     assert "  status: requeststatus NOT NULL" in run("schema", "--format", "text").splitlines()

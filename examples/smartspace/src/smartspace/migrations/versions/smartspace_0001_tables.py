@@ -15,9 +15,10 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "smartspace_0001"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = ("smartspace",)
-# The first revision of a service branch needs appdb's users table.
-depends_on: str | Sequence[str] | None = "0002_messages"
+branch_labels: str | Sequence[str] | None = None
+# A chain of its own (version table alembic_version_smartspace): appdb-migrate runs appdb's
+# chain first, so users exists when this runs, and depends_on cannot name appdb's revisions.
+depends_on: str | Sequence[str] | None = None
 
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
