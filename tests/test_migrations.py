@@ -18,7 +18,7 @@ from pytest_alembic.tests import (
 from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace
 
 from appdb import DatabaseSettings, create_engine, metadata, migrate
-from appdb.exceptions import MigrationError, SchemaOutOfDateError
+from appdb.exceptions import MigrationError, SchemaOutOfDateError, StatementTimeoutError
 
 __all__ = [
     "test_downgrade_leaves_no_trace",
@@ -201,18 +201,61 @@ def downgrade():
 '''
 
 
+SLOW_REVISION = '''
+"""A revision with one slow statement (test only).
+
+Revision ID: 0003_slow
+Revises: 0002_messages
+"""
+from alembic import op
+
+revision = "0003_slow"
+down_revision = "0002_messages"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("SELECT pg_sleep(0.3)")
+
+
+def downgrade():
+    pass
+'''
+
+
+def _with_extra_revision(settings: DatabaseSettings, folder: Path, name: str, source: str):
+    """Appdb's Alembic config with one more revision file in `folder`."""
+    folder.mkdir()
+    (folder / name).write_text(textwrap.dedent(source))
+    config = migrate.alembic_config(settings)
+    bundled = ScriptDirectory.from_config(config).versions
+    config.set_main_option("path_separator", "newline")
+    config.set_main_option("version_locations", f"{bundled}\n{folder}")
+    return config
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_migrations_are_not_cut_short_by_the_statement_timeout(
+    settings: DatabaseSettings, tmp_path: Path
+) -> None:
+    """DATABASE_STATEMENT_TIMEOUT bounds the service's requests, not a long migration step."""
+    timed = settings.model_copy(update={"statement_timeout": 100})
+    engine = create_engine(timed)
+    with engine.connect() as connection, pytest.raises(StatementTimeoutError):
+        connection.exec_driver_sql("SELECT pg_sleep(0.3)")
+    engine.dispose()
+    config = _with_extra_revision(timed, tmp_path / "extra", "0003_slow.py", SLOW_REVISION)
+    command.upgrade(config, "head")
+    assert ("0003_slow",) == migrate.current(timed)
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_failing_revision_leaves_previous_revision(
     settings: DatabaseSettings, tmp_path: Path
 ) -> None:
     """On PostgreSQL a revision that raises halfway is rolled back whole; earlier ones stay."""
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "0003_fails.py").write_text(textwrap.dedent(FAILING_REVISION))
-    config = migrate.alembic_config(settings)
-    bundled = ScriptDirectory.from_config(config).versions
-    config.set_main_option("path_separator", "newline")
-    config.set_main_option("version_locations", f"{bundled}\n{extra}")
+    config = _with_extra_revision(settings, tmp_path / "extra", "0003_fails.py", FAILING_REVISION)
     with pytest.raises(RuntimeError, match="failing halfway"):
         command.upgrade(config, "head")
     assert ("0002_messages",) == migrate.current(settings)

@@ -229,7 +229,7 @@ def test_scaling_defaults() -> None:
     settings = DatabaseSettings(url="postgresql://h/d")
     assert ("none", None, ()) == (settings.pooler, settings.migration_url, settings.replica_urls)
     assert not settings.uses_transaction_pooler
-    assert settings is settings.for_migrations()
+    assert settings.database_url == settings.for_migrations().database_url
 
 
 @pytest.mark.parametrize(
@@ -289,9 +289,16 @@ def test_for_migrations_uses_the_migration_url() -> None:
     assert ("none", ()) == (migration.pooler, migration.replica_urls)
 
 
+def test_for_migrations_drops_the_statement_timeout() -> None:
+    """The service's statement_timeout is for requests; migrations run without one."""
+    settings = DatabaseSettings(url="postgresql://app@db/d", statement_timeout=5000)
+    assert (5000, None) == (settings.statement_timeout, settings.for_migrations().statement_timeout)
+
+
 def test_for_migrations_refuses_the_pooler_alone() -> None:
     """Behind a transaction pooler with no migration URL, only reads may use DATABASE_URL."""
     settings = DatabaseSettings(url="postgresql://app@pgbouncer:6432/d", pooler="pgbouncer")
     with pytest.raises(ConfigurationError, match="set DATABASE_MIGRATION_URL to a direct"):
         settings.for_migrations()
-    assert settings is settings.for_migrations(session_level=False)
+    reads = settings.for_migrations(session_level=False)
+    assert (settings.database_url, "pgbouncer") == (reads.database_url, reads.pooler)

@@ -285,15 +285,24 @@ class DatabaseSettings(BaseSettings):
                 ``SET lock_timeout``), which a transaction pooler cannot give.
 
         Returns:
-            Settings whose URL is the migration target, with no pooler and no replicas.
+            Settings whose URL is the migration target, with no pooler, no replicas and no
+            statement timeout.
 
         Raises:
             ConfigurationError: `session_level` is asked for, but the only URL leads through
                 the transaction pooler named by `DATABASE_POOLER`.
         """
+        # A request-sized statement_timeout would cancel a long index build or backfill;
+        # migrations are bounded by DATABASE_DDL_LOCK_TIMEOUT on the locks they wait for.
+        unbounded: dict[str, object] = {"statement_timeout": None}
         if self.migration_url is not None:
             return self.model_copy(
-                update={"url": self.migration_url, "pooler": "none", "replica_urls": ()}
+                update={
+                    "url": self.migration_url,
+                    "pooler": "none",
+                    "replica_urls": (),
+                    **unbounded,
+                }
             )
         if session_level and self.uses_transaction_pooler:
             msg = (
@@ -302,7 +311,7 @@ class DatabaseSettings(BaseSettings):
                 f"{_ENV_PREFIX}MIGRATION_URL to a direct connection to PostgreSQL"
             )
             raise ConfigurationError(msg)
-        return self
+        return self.model_copy(update=unbounded)
 
 
 def _describe(exc: ValidationError) -> str:
