@@ -17,9 +17,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
@@ -44,6 +45,13 @@ def find_bindir() -> Path | None:
         if (candidate / "initdb").is_file() and (candidate / "pg_ctl").is_file():
             return candidate
     return None
+
+
+def unavailable(tests: str, reason: str) -> NoReturn:
+    """Stop a test that lacks a program or server: a failure in CI (``CI`` set), a visible skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the {tests} tests: {reason}")
+    pytest.skip(f"{tests} tests skipped: {reason}")
 
 
 def create_database(admin_url: URL, prefix: str = "appdb_test") -> URL:

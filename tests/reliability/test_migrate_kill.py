@@ -68,6 +68,19 @@ def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> Non
         time.sleep(0.05)
 
 
+def _finish(command: list[str], url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a migration command to completion, with no slow step."""
+    return subprocess.run(
+        command,
+        env=_environment(url, 0),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _environment(url: str, slow_seconds: float) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
     return environment | {"DATABASE_URL": url, "APPDB_TEST_SLOW_SECONDS": str(slow_seconds)}
@@ -136,26 +149,12 @@ def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
     )
     assert [(None,)] == server.execute("SELECT to_regclass('slow_marker')", "appdb")
 
-    rerun = subprocess.run(
-        [SCRIPT, "upgrade"],
-        env=_environment(url, 0),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    rerun = _finish([SCRIPT, "upgrade"], url, tmp_path)
     assert 0 == rerun.returncode, rerun.stderr
     assert "nothing to do: database already at 0002_messages" in rerun.stdout
 
-    slow_chain_rerun = subprocess.run(
-        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
-        env=_environment(url, 0),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    slow_chain_rerun = _finish(
+        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"], url, tmp_path
     )
     assert 0 == slow_chain_rerun.returncode, slow_chain_rerun.stderr
     assert "upgraded 0003_slow in " in slow_chain_rerun.stdout
