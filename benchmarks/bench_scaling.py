@@ -42,7 +42,7 @@ from sqlmodel import Session
 
 from appdb import DatabaseSettings, create_engine, migrate, session_scope
 from appdb.messages import inbox
-from appdb.session import RoutingSession
+from appdb.routing import RoutingSession
 from appdb.users import touch_telegram_user
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from appdb import DatabaseSettings, create_async_engine, create_engine, metadata, reset_engines
+from appdb import DatabaseSettings, create_async_engine, create_engine, migrate, reset_engines
 from appdb.session import AsyncSessionLocal, SessionLocal
-from appdb.testing import _docker_postgresql  # the plugin's Docker fallback, shared
+from appdb.testing.servers import docker_postgresql  # the plugin's Docker fallback, shared
 from pgserver import PostgresServer, create_database, drop_database, find_bindir, unavailable
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -43,7 +44,7 @@ def postgresql_admin_url() -> Iterator[URL]:
             engine.dispose()
         yield url
         return
-    container = _docker_postgresql()
+    container = docker_postgresql()
     if container is not None:
         yield from container
         return
@@ -88,14 +89,45 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file that appdb's migrations brought to head, once per session."""
+    path = tmp_path_factory.mktemp("template") / "migrated.sqlite3"
+    migrate.upgrade("head", settings=DatabaseSettings(url=URL.create("sqlite", database=str(path))))
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgresql_template(postgresql_admin_url: URL) -> Iterator[str]:
+    """The name of a PostgreSQL database migrated to head, once per session: a template."""
+    url = create_database(postgresql_admin_url, prefix="appdb_template")
+    try:
+        migrate.upgrade("head", settings=DatabaseSettings(url=url, pool_size=1))
+        reset_engines()
+        yield str(url.database)
+    finally:
+        drop_database(postgresql_admin_url, url)
+
+
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
-    """The URL of a fresh, empty database that is removed after the test."""
+    """The URL of a fresh database that is removed after the test.
+
+    Empty, unless the test uses `engine`: then it is a copy of one that appdb's migrations
+    built (not `create_all`), so every model test also runs on the schema users get.
+    """
+    migrated = "engine" in request.fixturenames
     if backend == "sqlite":
-        yield URL.create("sqlite", database=str(tmp_path / "test.sqlite3"))
+        path = tmp_path / "test.sqlite3"
+        if migrated:
+            template: Path = request.getfixturevalue("migrated_sqlite_template")
+            with sqlite3.connect(template) as source, sqlite3.connect(path) as target:
+                source.backup(target)
+        yield URL.create("sqlite", database=str(path))
         return
     admin_url: URL = request.getfixturevalue("postgresql_admin_url")
-    url = create_database(admin_url)
+    template_name = request.getfixturevalue("migrated_postgresql_template") if migrated else None
+    url = create_database(admin_url, template=template_name)
     try:
         yield url
     finally:
@@ -112,9 +144,8 @@ def settings(database_url: URL) -> DatabaseSettings:
 
 @pytest.fixture
 def engine(settings: DatabaseSettings) -> Iterator[sa.Engine]:
-    """An engine on the fresh database, with appdb's tables created."""
+    """An engine on the fresh database, which appdb's migrations brought to head."""
     engine = create_engine(settings)
-    metadata.create_all(engine)
     yield engine
     engine.dispose()
 

@@ -54,12 +54,16 @@ def unavailable(tests: str, reason: str) -> NoReturn:
     pytest.skip(f"{tests} tests skipped: {reason}")
 
 
-def create_database(admin_url: URL, prefix: str = "appdb_test") -> URL:
-    """Create an empty database with a unique name on the admin URL's server; return its URL."""
+def create_database(admin_url: URL, prefix: str = "appdb_test", template: str | None = None) -> URL:
+    """Create a database with a unique name on the admin URL's server; return its URL.
+
+    Empty, or a copy of the database named `template` (which nothing may be connected to).
+    """
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
     return admin_url.set(database=name)
 
 

@@ -221,3 +221,18 @@ async def test_lookups_and_link(async_session: AsyncSession, engine: sa.Engine) 
     await async_session.commit()
     with Session(engine) as session:
         assert 42 == session.get(User, ann.id).telegram_user_id
+
+
+async def test_wrong_types_and_over_long_passwords_are_invalid_input(
+    async_session: AsyncSession,
+) -> None:
+    """The async twins raise InvalidInputError for wrong types and over-long passwords too."""
+    await aio.create_user(async_session, username="ann", email="ann@x.io", password=PASSWORD)
+    with pytest.raises(InvalidInputError, match="login"):
+        await aio.authenticate(async_session, None, PASSWORD)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="longer than 1024"):
+        await aio.authenticate(async_session, "ann", "p" * 10_000_000)
+    with pytest.raises(InvalidInputError, match="longer than 1024"):
+        await aio.create_user(async_session, username="bob", email="b@x.io", password="p" * 2000)
+    with pytest.raises(InvalidInputError, match="message_ids"):
+        await aio.mark_read(async_session, 1, message_ids=5)  # type: ignore[arg-type]

@@ -13,6 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from appdb import DatabaseSettings, create_engine, migrate
+from appdb.migrate.chains import appdb_chain, script_directory
+from appdb.migrate.lock import LOCK_KEY
+
+# The head of appdb's chain, whatever revision that is now.
+HEAD = script_directory(appdb_chain()).get_current_head()
+
 
 SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
 PASSWORD = "pa:ss@w%rd-Zq9"  # ':', '@' and '%' all need escaping in a URL
@@ -47,9 +53,9 @@ def test_default_sqlite_in_empty_directory(tmp_path: Path) -> None:
     assert 1 == first.stderr.count("DATABASE_URL is not set")
     second = run("upgrade", cwd=tmp_path)
     assert 0 == second.returncode
-    assert "nothing to do: database already at 0002_messages" in second.stdout
+    assert f"nothing to do: database already at {HEAD}" in second.stdout
     checked = run("current", "--check", cwd=tmp_path)
-    assert (0, "0002_messages (head): up to date\n") == (checked.returncode, checked.stdout)
+    assert (0, f"{HEAD} (head): up to date\n") == (checked.returncode, checked.stdout)
 
 
 def test_python_dash_m_appdb(tmp_path: Path) -> None:
@@ -61,7 +67,19 @@ def test_python_dash_m_appdb(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert (0, "0002_messages\n") == (result.returncode, result.stdout)
+    assert (0, f"{HEAD}\n") == (result.returncode, result.stdout)
+
+
+def test_importing_appdb_main_runs_nothing(tmp_path: Path) -> None:
+    """Importing `appdb.__main__` (pytest-alembic's all-models test does) does not run the CLI."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import appdb.__main__"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (0, "", "") == (result.returncode, result.stdout, result.stderr)
 
 
 def test_postgresql_lifecycle(database_url: URL, backend: str, tmp_path: Path) -> None:
@@ -74,18 +92,23 @@ def test_postgresql_lifecycle(database_url: URL, backend: str, tmp_path: Path) -
     assert 1 == behind.returncode
     assert "run `appdb-migrate upgrade`" in behind.stderr
     assert 0 == run(*url, "upgrade", cwd=tmp_path).returncode
-    assert "0002_messages (head)\n" == run(*url, "current", cwd=tmp_path).stdout
+    assert f"{HEAD} (head)\n" == run(*url, "current", cwd=tmp_path).stdout
     check = run(*url, "check", cwd=tmp_path)
     assert (0, "models and migrations agree\n") == (check.returncode, check.stdout)
     down = run(*url, "downgrade", "base", cwd=tmp_path)
     assert 0 == down.returncode
     assert "downgraded 0002_messages" in down.stdout
     assert "downgraded 0001_users" in down.stdout
-    assert 0 == run(*url, "stamp", "head", cwd=tmp_path).returncode
-    assert "0002_messages (head)\n" == run(*url, "current", cwd=tmp_path).stdout
+    refused = run(*url, "stamp", "head", cwd=tmp_path)
+    assert 1 == refused.returncode
+    assert 1 == len(refused.stderr.splitlines())
+    assert "table messages is missing; table users is missing (use --force" in refused.stderr
+    assert 0 == run(*url, "stamp", "head", "--force", cwd=tmp_path).returncode
+    assert f"{HEAD} (head)\n" == run(*url, "current", cwd=tmp_path).stdout
     history = run("history", cwd=tmp_path).stdout.splitlines()
-    assert history[0].startswith("0001_users -> 0002_messages (head): ")
-    assert history[1].startswith("<base> -> 0001_users: ")
+    assert f" -> {HEAD} (head): " in history[0]
+    assert history[-2].startswith("0001_users -> 0002_messages: ")
+    assert history[-1].startswith("<base> -> 0001_users: ")
 
 
 def test_check_reports_drift_exit_1(database_url: URL, backend: str, tmp_path: Path) -> None:
@@ -120,8 +143,8 @@ def test_offline_sql_needs_no_server(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--database-url", "mysql://root@h/d", "upgrade"], "DATABASE_URL"),
-        (["--database-url", "definitely not a url", "current"], "DATABASE_URL"),
+        (["--database-url", "mysql://root@h/d", "upgrade"], "--database-url"),
+        (["--database-url", "definitely not a url", "current"], "--database-url"),
         (["frobnicate"], "invalid choice"),
         (["downgrade"], "the following arguments are required"),
     ],
@@ -133,6 +156,7 @@ def test_usage_and_configuration_errors_exit_2(
     result = run(*args, cwd=tmp_path)
     assert 2 == result.returncode
     assert message in result.stderr
+    assert 1 == result.stderr.count(message), result.stderr  # said once, not per setting
     assert "Traceback" not in result.stderr
 
 
@@ -193,7 +217,7 @@ def test_four_concurrent_upgrades(database_url: URL, tmp_path: Path) -> None:
     with engine.connect() as connection:
         rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
     engine.dispose()
-    assert [("0002_messages",)] == rows
+    assert [(HEAD,)] == rows
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -201,7 +225,7 @@ def test_lock_waiter_times_out_exit_1(database_url: URL, tmp_path: Path) -> None
     """A waiter whose --lock-timeout runs out exits 1 with a clear message."""
     engine = sa.create_engine(database_url)
     with engine.connect() as holder:
-        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": migrate._LOCK_KEY})
+        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
         result = run(
             "--database-url", _url(database_url), "upgrade", "--lock-timeout", "0.5", cwd=tmp_path
         )
@@ -233,13 +257,13 @@ def test_installed_wheel_migrates_from_anywhere(installed_wheel, tmp_path: Path)
         text=True,
         check=False,
     )
-    assert (0, "0002_messages (head): up to date\n") == (check.returncode, check.stdout)
+    assert (0, f"{HEAD} (head): up to date\n") == (check.returncode, check.stdout)
     assert not (tmp_path / "alembic.ini").exists()
     where = subprocess.run(
         [
             str(installed_wheel.bin / "python"),
             "-c",
-            "from appdb import migrate; print(migrate._script_location())",
+            "from appdb.migrate import chains; print(chains.script_location())",
         ],
         cwd=tmp_path,
         env=environment,

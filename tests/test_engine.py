@@ -2,46 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, quote_plus
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+import appdb
 from appdb import (
+    ConnectionLostError,
     DatabaseSettings,
     DatabaseUnavailableError,
+    PoolTimeoutError,
     StatementTimeoutError,
     create_async_engine,
     create_engine,
     get_engine,
     reset_engines,
 )
+from appdb._ping import InspectingPing
 from appdb.engine import get_async_engine
+
+# '@', '%' and ':' need percent-encoding in a URL; long and unique, so a hit is never chance.
+SECRET_PASSWORD = "Sx9@Q%w:pLm-Kr-engine-7f3a"
+SECRET_FORMS = (SECRET_PASSWORD, quote(SECRET_PASSWORD, safe=""), quote_plus(SECRET_PASSWORD))
+SECRET_URL = f"postgresql://u:{quote(SECRET_PASSWORD, safe='')}@127.0.0.1:1/nowhere"
+
+
+def _assert_secret_absent(text: str) -> None:
+    for form in SECRET_FORMS:
+        assert form not in text
 
 
 def test_engine_does_not_connect_when_built() -> None:
-    """Building an engine for an unreachable server succeeds; only use fails."""
-    settings = DatabaseSettings(url="postgresql://u:pw@127.0.0.1:1/nowhere", connect_timeout=1)
+    """Building an engine for an unreachable server succeeds; only use fails, without the password."""
+    settings = DatabaseSettings(url=SECRET_URL, connect_timeout=1)
+    assert SECRET_PASSWORD == settings.database_url.password
     engine = create_engine(settings)
     assert 0 == engine.pool.checkedout()
     with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1\b") as info:
         engine.connect()
-    assert "pw" not in str(info.value).replace("appdb", "")
-
-
-def test_pool_settings_applied() -> None:
-    """pool_size, max_overflow, pool_timeout, pool_recycle and pre-ping reach the pool."""
-    settings = DatabaseSettings(
-        url="postgresql://h/d", pool_size=3, max_overflow=4, pool_timeout=7, pool_recycle=99
-    )
-    pool = create_engine(settings).pool
-    assert isinstance(pool, sa.pool.QueuePool)
-    assert (3, 4, 7, 99, True) == (
-        pool.size(),
-        pool._max_overflow,
-        pool._timeout,
-        pool._recycle,
-        pool._pre_ping,
-    )
+    _assert_secret_absent(str(info.value))
+    _assert_secret_absent("".join(traceback.format_exception(info.value)))
 
 
 def test_async_engine_uses_async_drivers() -> None:
@@ -53,11 +60,13 @@ def test_async_engine_uses_async_drivers() -> None:
 
 
 def test_engine_repr_hides_password() -> None:
-    """Engines print their URL without the password."""
-    engine = create_engine(DatabaseSettings(url="postgresql://u:hunter2@h/d"))
-    async_engine = create_async_engine(DatabaseSettings(url="postgresql://u:hunter2@h/d"))
-    for text in (repr(engine), str(engine.url), repr(async_engine), repr(async_engine.sync_engine)):
-        assert "hunter2" not in text
+    """Engines print their URL without the password, in any of its spellings."""
+    engine = create_engine(DatabaseSettings(url=SECRET_URL))
+    async_engine = create_async_engine(DatabaseSettings(url=SECRET_URL))
+    texts = (repr(engine), str(engine.url), str(async_engine.url), repr(async_engine.sync_engine))
+    assert all("u:***@127.0.0.1:1" in text for text in texts)
+    for text in (*texts, repr(async_engine)):
+        _assert_secret_absent(text)
 
 
 def test_default_engine_is_lazy_cached_and_resettable(
@@ -73,6 +82,23 @@ def test_default_engine_is_lazy_cached_and_resettable(
     assert second is not first
     assert str(tmp_path / "b.sqlite3") == second.url.database
     assert get_async_engine().url.database == second.url.database
+
+
+def test_default_engines_are_built_once_under_concurrent_first_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Threads that ask for a default engine at the same moment all get the same one."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.sqlite3'}")
+    barrier = threading.Barrier(8)
+
+    def first_use(_: int) -> tuple[sa.Engine, object]:
+        barrier.wait()
+        return get_engine(), get_async_engine()
+
+    with ThreadPoolExecutor(8) as pool:
+        engines = list(pool.map(first_use, range(8)))
+    assert 1 == len({id(engine) for engine, _ in engines})
+    assert 1 == len({id(async_engine) for _, async_engine in engines})
 
 
 def test_sqlite_enforces_foreign_keys_and_busy_timeout(tmp_path) -> None:
@@ -105,6 +131,41 @@ def pg_settings(database_url: URL, backend: str) -> DatabaseSettings:
     )
 
 
+def _backend_pid(connection: sa.Connection) -> int:
+    return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_pool_gives_the_configured_size_then_times_out(pg_settings: DatabaseSettings) -> None:
+    """pool_size + max_overflow connections are served at once; one more waits pool_timeout."""
+    settings = pg_settings.model_copy(
+        update={"pool_size": 1, "max_overflow": 1, "pool_timeout": 0.3}
+    )
+    engine = create_engine(settings)
+    with engine.connect() as first, engine.connect() as second:
+        assert _backend_pid(first) != _backend_pid(second)
+        started = time.monotonic()
+        with pytest.raises(PoolTimeoutError, match=r"within 0\.3s"):
+            engine.connect()
+        assert 0.25 <= time.monotonic() - started < 10
+    assert 1 == engine.pool.checkedin()  # the overflow connection was closed, the pooled one kept
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_pool_recycles_old_connections(pg_settings: DatabaseSettings) -> None:
+    """A pooled connection older than pool_recycle is replaced on checkout, a younger one reused."""
+    engine = create_engine(pg_settings.model_copy(update={"pool_size": 1, "pool_recycle": 1}))
+    with engine.connect() as connection:
+        first = _backend_pid(connection)
+    with engine.connect() as connection:
+        assert first == _backend_pid(connection)
+    time.sleep(1.2)
+    with engine.connect() as connection:
+        assert first != _backend_pid(connection)
+    engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_postgresql_application_name_reaches_server(pg_settings: DatabaseSettings) -> None:
     """pg_stat_activity shows the configured application_name."""
@@ -114,7 +175,7 @@ def test_postgresql_application_name_reaches_server(pg_settings: DatabaseSetting
             sa.text("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()")
         ).scalar()
     engine.dispose()
-    assert "appdb-engine-test" == name
+    assert f"appdb-engine-test appdb/{appdb.__version__}" == name
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -139,7 +200,7 @@ async def test_postgresql_async_engine_has_same_options(pg_settings: DatabaseSet
         name = (await connection.exec_driver_sql("SHOW application_name")).scalar()
         timeout = (await connection.exec_driver_sql("SHOW statement_timeout")).scalar()
     await engine.dispose()
-    assert ("appdb-engine-test", "200ms") == (name, timeout)
+    assert (f"appdb-engine-test appdb/{appdb.__version__}", "200ms") == (name, timeout)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -161,3 +222,112 @@ def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path) -> None:
         engine.connect()
     assert str(path) in str(info.value)
     assert isinstance(info.value.__cause__, Exception)
+
+
+READ_ONLY = "SET TRANSACTION READ ONLY"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_write_on_a_read_only_server_discards_the_connection(
+    pg_settings: DatabaseSettings,
+) -> None:
+    """A write refused as read-only (a demoted node) is DatabaseUnavailableError; then reconnect."""
+    engine = create_engine(pg_settings)
+    with engine.connect() as connection:
+        connection.exec_driver_sql(READ_ONLY)
+        with pytest.raises(DatabaseUnavailableError, match=r"is read-only .*retry it") as caught:
+            connection.exec_driver_sql("CREATE TEMP TABLE t (x int)")
+        assert not isinstance(caught.value, ConnectionLostError)
+        assert connection.invalidated
+    with engine.connect() as connection:
+        assert "off" == connection.exec_driver_sql("SHOW transaction_read_only").scalar()
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_write_on_a_read_only_server_discards_the_connection(
+    pg_settings: DatabaseSettings,
+) -> None:
+    """The async engine does the same."""
+    engine = create_async_engine(pg_settings)
+    async with engine.connect() as connection:
+        await connection.exec_driver_sql(READ_ONLY)
+        with pytest.raises(DatabaseUnavailableError, match="is read-only"):
+            await connection.exec_driver_sql("CREATE TEMP TABLE t (x int)")
+        assert connection.invalidated
+    async with engine.connect() as connection:
+        result = await connection.exec_driver_sql("SHOW transaction_read_only")
+        assert "off" == result.scalar()
+    await engine.dispose()
+
+
+def _count_server_pings(engine: sa.Engine) -> list[object]:
+    """Record every ``SELECT 1`` the pre-ping sends (it bypasses SQLAlchemy's events)."""
+    sent: list[object] = []
+    ping = engine.dialect.do_ping
+    assert isinstance(ping, InspectingPing)
+    server_ping = ping.server_ping
+
+    def counting(dbapi_connection: object) -> bool:
+        sent.append(dbapi_connection)
+        return server_ping(dbapi_connection)
+
+    ping.server_ping = counting
+    return sent
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_pre_ping_of_a_healthy_idle_connection_sends_nothing(
+    pg_settings: DatabaseSettings,
+) -> None:
+    """Checking out an idle pooled connection costs no round trip; the pool still reuses it."""
+    engine = create_engine(pg_settings.model_copy(update={"pool_size": 1, "pool_pre_ping": True}))
+    sent = _count_server_pings(engine)
+    with engine.connect() as connection:
+        first = _backend_pid(connection)
+    for _ in range(3):
+        with engine.connect() as connection:
+            assert first == _backend_pid(connection)
+    assert sent == []
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_pre_ping_replaces_a_terminated_connection(pg_settings: DatabaseSettings) -> None:
+    """A pooled connection the server terminated is pinged, discarded and replaced on checkout."""
+    engine = create_engine(pg_settings.model_copy(update={"pool_size": 1, "pool_pre_ping": True}))
+    sent = _count_server_pings(engine)
+    with engine.connect() as connection:
+        first = _backend_pid(connection)
+    admin = sa.create_engine(pg_settings.database_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    admin.dispose()
+    time.sleep(0.2)  # the server's goodbye reaches the socket
+    with engine.connect() as connection:
+        assert first != _backend_pid(connection)
+    assert len(sent) == 1  # the real ping ran once, for the connection whose socket spoke
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_pre_ping_replaces_a_terminated_connection(
+    pg_settings: DatabaseSettings,
+) -> None:
+    """The async engine's pre-ping also sees a terminated connection and replaces it."""
+    engine = create_async_engine(
+        pg_settings.model_copy(update={"pool_size": 1, "pool_pre_ping": True})
+    )
+    async with engine.connect() as connection:
+        first = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    admin = sa.create_engine(pg_settings.database_url, poolclass=sa.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    admin.dispose()
+    await asyncio.sleep(0.2)  # the server's goodbye reaches the socket
+    async with engine.connect() as connection:
+        replaced = (await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one()
+    assert replaced != first
+    await engine.dispose()

@@ -106,7 +106,10 @@ CASES: dict[str, tuple[Operation, str | None]] = {
         lambda s: users.authenticate(s, "user7@example.io", "wrong password"),
         None,
     ),
-    "get_user_by_username": (lambda s: users.get_user_by_username(s, "user7"), "uq_users_username"),
+    "get_user_by_username": (
+        lambda s: users.get_user_by_username(s, "user7"),
+        "uq_users_username_lower",
+    ),
     "get_user_by_email": (
         lambda s: users.get_user_by_email(s, "user7@example.io"),
         "uq_users_email",

@@ -12,8 +12,16 @@ import pytest
 import sqlalchemy as sa
 
 from appdb import DatabaseSettings, create_engine, metadata, migrate
-from appdb.exceptions import MigrationError
-from appdb.extensions import service_migrations
+from appdb.compat import CONTRACT_TABLE, read_contract
+from appdb.exceptions import MigrationError, SchemaOutOfDateError
+from appdb.migrate.chains import appdb_chain, script_directory
+from appdb.migrate.services import service_migrations
+
+# appdb's own revisions, oldest first, and the newest: whatever they are now.
+APPDB = [
+    script.revision for script in reversed(list(script_directory(appdb_chain()).walk_revisions()))
+]
+HEAD = APPDB[-1]
 
 SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
 
@@ -142,7 +150,7 @@ def _tables(settings: DatabaseSettings) -> set[str]:
 def test_nothing_registered_keeps_one_head() -> None:
     """Without services appdb alone is migrated, as before."""
     assert () == service_migrations()
-    assert ("0002_messages",) == migrate.heads()
+    assert (HEAD,) == migrate.heads()
 
 
 def test_service_is_found_and_its_models_registered(service: Path) -> None:
@@ -151,21 +159,22 @@ def test_service_is_found_and_its_models_registered(service: Path) -> None:
     assert ("svcdemo", "svcdemo.migrations") == (found.name, found.package)
     assert service / "svcdemo" / "migrations" / "versions" == found.versions
     assert "svcdemo_notes" in metadata.tables
-    assert ("0002_messages", "svcdemo_0002") == migrate.heads()
+    assert (HEAD, "svcdemo_0002") == migrate.heads()
 
 
 def test_upgrade_applies_appdb_then_service(service: Path, settings: DatabaseSettings) -> None:
     """On a fresh database appdb's chain goes first: the service's table references users."""
     applied = [step.revision for step in migrate.upgrade(settings=settings)]
-    assert ["0001_users", "0002_messages", "svcdemo_0001", "svcdemo_0002"] == applied
+    assert [*APPDB, "svcdemo_0001", "svcdemo_0002"] == applied
     tables = {"users", "messages", "svcdemo_notes", "alembic_version", "alembic_version_svcdemo"}
+    tables.add(CONTRACT_TABLE)
     assert tables == _tables(settings)
     engine = create_engine(settings)
     try:
         (foreign_key,) = sa.inspect(engine).get_foreign_keys("svcdemo_notes")
         with engine.connect() as connection:
             appdb_rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert [("0002_messages",)] == [tuple(row) for row in appdb_rows]
+            assert [(HEAD,)] == [tuple(row) for row in appdb_rows]
             service_rows = connection.exec_driver_sql(
                 "SELECT version_num FROM alembic_version_svcdemo"
             )
@@ -173,8 +182,8 @@ def test_upgrade_applies_appdb_then_service(service: Path, settings: DatabaseSet
     finally:
         engine.dispose()
     assert "users" == foreign_key["referred_table"]
-    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
-    assert "0002_messages, svcdemo_0002" == migrate.ensure_schema_current(settings)
+    assert (HEAD, "svcdemo_0002") == migrate.current(settings)
+    assert f"{HEAD}, svcdemo_0002" == migrate.ensure_schema_current(settings)
     assert [] == migrate.check(settings)
     assert [] == migrate.upgrade(settings=settings)
 
@@ -206,13 +215,13 @@ def test_service_behind_is_out_of_date(service: Path, settings: DatabaseSettings
     """With appdb at head but the service one revision behind: the start-up guard refuses."""
     migrate.upgrade(settings=settings)
     migrate.downgrade("svcdemo@-1", settings)
-    assert ("0002_messages", "svcdemo_0001") == migrate.current(settings)
+    assert (HEAD, "svcdemo_0001") == migrate.current(settings)
     assert not migrate.at_heads(migrate.current(settings))
     expected = (
         "service svcdemo is at svcdemo_0001 but its migrations end at svcdemo_0002: "
         "run `appdb-migrate upgrade`"
     )
-    with pytest.raises(migrate.SchemaOutOfDateError) as raised:
+    with pytest.raises(SchemaOutOfDateError) as raised:
         migrate.ensure_schema_current(settings)
     assert expected == str(raised.value)
 
@@ -222,8 +231,14 @@ def test_service_down_to_base_and_up_again(service: Path, settings: DatabaseSett
     migrate.upgrade(settings=settings)
     undone = [step.revision for step in migrate.downgrade("svcdemo@base", settings)]
     assert ["svcdemo_0002", "svcdemo_0001"] == undone
-    assert {"users", "messages", "alembic_version", "alembic_version_svcdemo"} == _tables(settings)
-    assert ("0002_messages",) == migrate.current(settings)
+    assert {
+        "users",
+        "messages",
+        "alembic_version",
+        "alembic_version_svcdemo",
+        CONTRACT_TABLE,
+    } == _tables(settings)
+    assert (HEAD,) == migrate.current(settings)
     applied = [step.revision for step in migrate.upgrade(settings=settings)]
     assert ["svcdemo_0001", "svcdemo_0002"] == applied
     assert [] == migrate.check(settings)
@@ -244,28 +259,28 @@ def test_appdb_downgrade_refused_while_service_is_up(
             "'base' addresses appdb's own chain, but service(s) svcdemo still have tables "
             "referencing appdb's: take them down first (svcdemo@base)"
         ) == str(raised.value)
-    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
+    assert (HEAD, "svcdemo_0002") == migrate.current(settings)
     migrate.downgrade("svcdemo@base", settings)
     undone = [step.revision for step in migrate.downgrade("base", settings)]
-    assert ["0002_messages", "0001_users"] == undone
+    assert APPDB[::-1] == undone
     assert {"alembic_version", "alembic_version_svcdemo"} == _tables(settings)
-    assert 4 == len(migrate.upgrade(settings=settings))
+    assert len(APPDB) + 2 == len(migrate.upgrade(settings=settings))
 
 
 def test_service_branch_alone(service: Path, settings: DatabaseSettings) -> None:
     """Upgrading only the service's chain brings appdb's to its head first."""
     applied = [step.revision for step in migrate.upgrade("svcdemo@svcdemo_0001", settings)]
-    assert ["0001_users", "0002_messages", "svcdemo_0001"] == applied
+    assert [*APPDB, "svcdemo_0001"] == applied
     assert ["svcdemo_0002"] == [step.revision for step in migrate.upgrade("svcdemo@+1", settings)]
 
 
 def test_stamp_addresses_chains(service: Path, settings: DatabaseSettings) -> None:
     """``heads`` stamps every chain, ``svcdemo@...`` the service's alone."""
-    migrate.stamp("heads", settings)
-    assert ("0002_messages", "svcdemo_0002") == migrate.current(settings)
+    migrate.stamp("heads", settings, force=True)  # an empty database: stamping needs force
+    assert (HEAD, "svcdemo_0002") == migrate.current(settings)
     migrate.stamp("svcdemo@base", settings)
-    assert ("0002_messages",) == migrate.current(settings)
-    assert {"alembic_version", "alembic_version_svcdemo"} == _tables(settings)
+    assert (HEAD,) == migrate.current(settings)
+    assert {"alembic_version", "alembic_version_svcdemo", CONTRACT_TABLE} == _tables(settings)
 
 
 def test_unknown_service_target(service: Path, settings: DatabaseSettings) -> None:
@@ -280,11 +295,11 @@ def test_unknown_service_target(service: Path, settings: DatabaseSettings) -> No
 def test_history_lists_both(service: Path) -> None:
     """History shows appdb's and the service's revisions, the service's labelled."""
     by_id = {revision.revision: revision for revision in migrate.history()}
-    assert {"0001_users", "0002_messages", "svcdemo_0001", "svcdemo_0002"} == set(by_id)
+    assert {*APPDB, "svcdemo_0001", "svcdemo_0002"} == set(by_id)
     assert ("svcdemo", "svcdemo") == (by_id["svcdemo_0001"].service, by_id["svcdemo_0002"].service)
     assert by_id["0001_users"].service is None
     assert by_id["svcdemo_0002"].is_head
-    assert by_id["0002_messages"].is_head
+    assert by_id[HEAD].is_head
 
 
 def test_alembic_config_for_a_service(service: Path, settings: DatabaseSettings) -> None:
@@ -351,7 +366,7 @@ def test_cli_upgrade_history_schema(service: Path, database_url: sa.URL, tmp_pat
     assert 0 == upgraded.returncode, upgraded.stderr
     assert "upgraded svcdemo_0002" in upgraded.stdout
     current = _cli(*url, "current", "--check", cwd=tmp_path, site=service)
-    assert (0, "0002_messages, svcdemo_0002 (head): up to date\n") == (
+    assert (0, f"{HEAD}, svcdemo_0002 (head): up to date\n") == (
         current.returncode,
         current.stdout,
     )
@@ -390,10 +405,10 @@ def test_offline_sql_covers_both(service: Path) -> None:
 
 
 def test_schema_draws_registered_tables(service: Path) -> None:
-    """`appdb.schema` draws the registered services' tables by default."""
-    from appdb import schema  # noqa: PLC0415
+    """`appdb.diagram` draws the registered services' tables by default."""
+    from appdb import diagram  # noqa: PLC0415
 
-    assert "svcdemo_notes" in schema.render_text()
+    assert "svcdemo_notes" in diagram.render_text()
 
 
 def test_process_without_the_service(
@@ -407,19 +422,19 @@ def test_process_without_the_service(
     url = ["--database-url", database_url.render_as_string(hide_password=False)]
     elsewhere = tmp_path / "nowhere"
     upgraded = _cli(*url, "upgrade", cwd=tmp_path, site=elsewhere)
-    assert (0, "nothing to do: database already at 0002_messages\n") == (
+    assert (0, f"nothing to do: database already at {HEAD}\n") == (
         upgraded.returncode,
         upgraded.stdout,
     ), upgraded.stderr
     checked = _cli(*url, "current", "--check", cwd=tmp_path, site=elsewhere)
-    assert (0, "0002_messages (head): up to date\n") == (checked.returncode, checked.stdout)
+    assert (0, f"{HEAD} (head): up to date\n") == (checked.returncode, checked.stdout)
     assert 0 == _cli(*url, "check", cwd=tmp_path, site=elsewhere).returncode
 
     sys.path.remove(str(service))
     _forget_service()
-    assert ("0002_messages",) == migrate.heads()
-    assert ("0002_messages",) == migrate.current(settings)
-    assert "0002_messages" == migrate.ensure_schema_current(settings)
+    assert (HEAD,) == migrate.heads()
+    assert (HEAD,) == migrate.current(settings)
+    assert HEAD == migrate.ensure_schema_current(settings)
     # appdb's chain cannot go down under the service's tables, installed here or not.
     with pytest.raises(MigrationError, match=r"service\(s\) svcdemo still have tables"):
         migrate.downgrade("-1", settings)
@@ -436,7 +451,67 @@ def test_cli_appdb_downgrade_refused(service: Path, database_url: sa.URL, tmp_pa
     )
     assert (1, [expected]) == (refused.returncode, refused.stderr.splitlines())
     current = _cli(*url, "current", cwd=tmp_path, site=service)
-    assert "0002_messages, svcdemo_0002 (head)\n" == current.stdout
+    assert f"{HEAD}, svcdemo_0002 (head)\n" == current.stdout
     down = _cli(*url, "downgrade", "svcdemo@base", cwd=tmp_path, site=service)
     assert 0 == down.returncode, down.stderr
     assert "downgraded svcdemo_0001" in down.stdout
+
+
+def _pretend_newer_service(settings: DatabaseSettings, min_version: str) -> None:
+    """What a newer svcdemo (0.2) leaves behind: a revision unknown here, and its contract."""
+    engine = create_engine(settings)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "UPDATE alembic_version_svcdemo SET version_num = 'svcdemo_0003'"
+        )
+        connection.execute(
+            sa.text(
+                "UPDATE appdb_schema_contract SET revision = 'svcdemo_0003', "
+                "min_version = :floor, written_by = '0.2' WHERE chain = 'svcdemo'"
+            ),
+            {"floor": min_version},
+        )
+    engine.dispose()
+
+
+def test_service_chain_records_its_contract(service: Path, settings: DatabaseSettings) -> None:
+    """A service's chain gets its own row; undeclared revisions count as breaking in 0.1."""
+    migrate.upgrade(settings=settings)
+    engine = create_engine(settings)
+    try:
+        with engine.connect() as connection:
+            contract = read_contract(connection, "svcdemo")
+    finally:
+        engine.dispose()
+    assert contract is not None
+    assert ("svcdemo_0002", "0.1", "0.1") == (
+        contract.revision,
+        str(contract.min_version),
+        str(contract.written_by),
+    )
+
+
+def test_older_service_on_a_compatible_newer_service_chain(
+    service: Path, settings: DatabaseSettings
+) -> None:
+    """Svcdemo 0.1 serves a schema a newer svcdemo migrated, when the contract says so."""
+    migrate.upgrade(settings=settings)
+    _pretend_newer_service(settings, min_version="0.1")
+    assert f"{HEAD}, svcdemo_0003" == migrate.ensure_schema_current(settings)
+    (found,) = migrate.ahead(settings)
+    assert ("svcdemo", True) == (found.chain, found.compatible)
+    assert [] == migrate.upgrade(settings=settings)
+    with pytest.raises(MigrationError, match=r"run it with svcdemo >= 0.2"):
+        migrate.downgrade("svcdemo@base", settings)
+
+
+def test_older_service_on_an_incompatible_newer_service_chain(
+    service: Path, settings: DatabaseSettings
+) -> None:
+    """Below the recorded floor: the guard and upgrade name the version needed."""
+    migrate.upgrade(settings=settings)
+    _pretend_newer_service(settings, min_version="0.2")
+    with pytest.raises(SchemaOutOfDateError, match=r"needs svcdemo >= 0.2; this svcdemo 0.1"):
+        migrate.ensure_schema_current(settings)
+    with pytest.raises(MigrationError, match=r"needs svcdemo >= 0.2"):
+        migrate.upgrade(settings=settings)

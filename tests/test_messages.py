@@ -25,7 +25,8 @@ from appdb.messages import (
     send_message,
     unread_count,
 )
-from appdb.models.user import TELEGRAM_ID_MAX
+from appdb.models.types import BIGINT_MAX
+from appdb.rows import MessageRow
 from appdb.users import touch_telegram_user
 
 
@@ -167,7 +168,7 @@ def test_session_usable_after_rollback(session: Session, ann: User, bob: User) -
         ("content", None),
         ("sender_id", 0),
         ("recipient_id", -1),
-        ("recipient_id", TELEGRAM_ID_MAX + 1),
+        ("recipient_id", BIGINT_MAX + 1),
         ("recipient_id", True),
         ("parent_id", 0),
         ("conversation_id", ""),
@@ -244,7 +245,7 @@ def test_inbox_boundaries(session: Session, ann: User, bob: User) -> None:
     assert [] == inbox(session, bob.id, limit=6, before_id=sent[0])
     assert [sent[-1]] == _ids(inbox(session, bob.id, limit=1))
     assert sent[::-1] == _ids(inbox(session, bob.id, limit=500))
-    assert sent[::-1] == _ids(inbox(session, bob.id, before_id=TELEGRAM_ID_MAX))
+    assert sent[::-1] == _ids(inbox(session, bob.id, before_id=BIGINT_MAX))
     assert [sent[2], sent[1]] == _ids(inbox(session, bob.id, limit=2, before_id=sent[3]))
     assert [] == inbox(session, ann.id)
     assert [] == inbox(session, 999)
@@ -427,3 +428,63 @@ def test_mark_read_rejects_bad_input(
     with pytest.raises(InvalidInputError, match=field):
         mark_read(session, arguments.pop("user_id"), **arguments)
     assert 2 == unread_count(session, bob.id)
+
+
+@pytest.mark.parametrize("message_ids", [5, 5.0, object()])
+def test_mark_read_non_iterable_ids_are_invalid_input(session: Session, message_ids) -> None:
+    """A bare id (or any non-iterable) for message_ids raises InvalidInputError, not TypeError."""
+    user = touch_telegram_user(session, 7)
+    with pytest.raises(InvalidInputError, match="message_ids"):
+        mark_read(session, user.id, message_ids=message_ids)
+
+
+# --- lightweight rows -----------------------------------------------------------------------
+
+
+def test_row_forms_match_the_instances(
+    session: Session, ann: User, bob: User, statements: list[str]
+) -> None:
+    """as_row / as_rows: one statement each, the same values as the ORM forms, no instances."""
+    ann_id, bob_id = ann.id, bob.id
+    statements.clear()
+    row = send_message(session, sender_id=ann_id, recipient_id=bob_id, content="hi", as_row=True)
+    reply = send_message(
+        session, sender_id=bob_id, recipient_id=ann_id, content="re", parent_id=row.id, as_row=True
+    )
+    assert 2 == len(statements)
+    assert isinstance(row, MessageRow)
+    assert (ann_id, bob_id, "hi", False, None) == (
+        row.sender_id,
+        row.recipient_id,
+        row.content,
+        row.is_read,
+        row.parent_id,
+    )
+    assert row.id == reply.parent_id
+    assert row.created_at.tzinfo is not None
+    statements.clear()
+    rows = inbox(session, bob_id, as_rows=True)
+    assert 1 == len(statements)
+    assert [row] == rows
+    assert [r._asdict() for r in rows] == [
+        {name: getattr(m, name) for name in MessageRow._fields} for m in inbox(session, bob_id)
+    ]
+    assert [] == inbox(session, bob_id, before_id=row.id, as_rows=True)
+    assert [reply] == inbox(session, ann_id, unread_only=True, as_rows=True)
+    assert not any(isinstance(o, Message) and o.id == row.id for o in session.identity_map.values())
+    with pytest.raises(UserNotFoundError, match="recipient"):
+        send_message(session, sender_id=ann_id, recipient_id=999, content="x", as_row=True)
+    with pytest.raises(MessageNotFoundError):
+        send_message(
+            session, sender_id=ann_id, recipient_id=bob_id, content="x", parent_id=999, as_row=True
+        )
+    session.rollback()
+    assert 0 == _count(session)
+
+
+def test_mark_read_updates_loaded_copies(session: Session, ann: User, bob: User) -> None:
+    """mark_read runs at the Core level and still updates the session's loaded messages."""
+    sent = _send(session, ann, bob, 2)
+    loaded = inbox(session, bob.id)
+    assert 1 == mark_read(session, bob.id, message_ids=sent[:1])
+    assert [False, True] == [message.is_read for message in loaded]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -18,7 +19,18 @@ from pytest_alembic.tests import (
 from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace
 
 from appdb import DatabaseSettings, create_engine, metadata, migrate
-from appdb.exceptions import MigrationError, SchemaOutOfDateError, StatementTimeoutError
+from appdb.compat import CONTRACT_TABLE
+from appdb.exceptions import (
+    DatabaseUnavailableError,
+    DDLLockTimeoutError,
+    MigrationError,
+    MigrationLockTimeoutError,
+    SchemaOutOfDateError,
+    StatementTimeoutError,
+)
+from appdb.migrate.chains import appdb_chain, script_directory
+from appdb.migrate.errors import translated_errors
+from appdb.migrate.lock import LOCK_KEY
 
 __all__ = [
     "test_downgrade_leaves_no_trace",
@@ -27,6 +39,10 @@ __all__ = [
     "test_up_down_consistency",
     "test_upgrade",
 ]
+
+
+# The head of appdb's chain, whatever revision that is now.
+HEAD = script_directory(appdb_chain()).get_current_head()
 
 
 @pytest.fixture
@@ -54,10 +70,11 @@ def _tables(settings: DatabaseSettings) -> set[str]:
 def test_upgrade_creates_every_model_table(settings: DatabaseSettings) -> None:
     """After upgrade the database holds exactly appdb's tables plus alembic_version."""
     applied = migrate.upgrade(settings=settings)
-    assert ["0001_users", "0002_messages"] == [step.revision for step in applied]
+    assert ["0001_users", "0002_messages"] == [step.revision for step in applied][:2]
+    assert HEAD == applied[-1].revision
     assert all(step.seconds >= 0 for step in applied)
-    assert {*metadata.tables, "alembic_version"} == _tables(settings)
-    assert ("0002_messages",) == migrate.current(settings)
+    assert {*metadata.tables, "alembic_version", CONTRACT_TABLE} == _tables(settings)
+    assert (HEAD,) == migrate.current(settings)
 
 
 def test_upgrade_twice_does_nothing(settings: DatabaseSettings) -> None:
@@ -70,10 +87,10 @@ def test_downgrade_to_base_removes_everything(settings: DatabaseSettings) -> Non
     """Downgrading to base leaves only the version table, and upgrading again works."""
     migrate.upgrade(settings=settings)
     undone = migrate.downgrade("base", settings)
-    assert ["0002_messages", "0001_users"] == [step.revision for step in undone]
+    assert ["0002_messages", "0001_users"] == [step.revision for step in undone][-2:]
     assert {"alembic_version"} == _tables(settings)
     assert () == migrate.current(settings)
-    assert 2 == len(migrate.upgrade(settings=settings))
+    assert len(undone) == len(migrate.upgrade(settings=settings))
 
 
 def test_check_passes_at_head(settings: DatabaseSettings) -> None:
@@ -135,11 +152,11 @@ def test_ensure_schema_current(settings: DatabaseSettings) -> None:
     with pytest.raises(SchemaOutOfDateError, match="never migrated"):
         migrate.ensure_schema_current(settings)
     migrate.upgrade("0001_users", settings)
-    with pytest.raises(SchemaOutOfDateError, match="expects 0002_messages"):
+    with pytest.raises(SchemaOutOfDateError, match=f"expects {HEAD}"):
         migrate.ensure_schema_current(settings)
     migrate.upgrade(settings=settings)
-    assert "0002_messages" == migrate.ensure_schema_current(settings)
-    migrate.stamp("0002_messages", settings)
+    assert HEAD == migrate.ensure_schema_current(settings)
+    migrate.stamp(HEAD, settings)
     engine = create_engine(settings)
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099_future'")
@@ -149,10 +166,13 @@ def test_ensure_schema_current(settings: DatabaseSettings) -> None:
 
 
 def test_stamp_records_without_migrating(settings: DatabaseSettings) -> None:
-    """Stamp sets the revision and creates no table."""
-    migrate.stamp("0001_users", settings)
+    """Stamp refuses a database without the revision's tables; forced, it records and creates none."""
+    with pytest.raises(MigrationError, match=r"do not match 0001_users.*table users is missing"):
+        migrate.stamp("0001_users", settings)
+    assert () == migrate.current(settings)
+    migrate.stamp("0001_users", settings, force=True)
     assert ("0001_users",) == migrate.current(settings)
-    assert {"alembic_version"} == _tables(settings)
+    assert {"alembic_version", CONTRACT_TABLE} == _tables(settings)
 
 
 def test_unknown_revision_is_migration_error(settings: DatabaseSettings) -> None:
@@ -179,13 +199,13 @@ FAILING_REVISION = '''
 """A revision that fails halfway (test only).
 
 Revision ID: 0003_fails
-Revises: 0002_messages
+Revises: __HEAD__
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_fails"
-down_revision = "0002_messages"
+down_revision = "__HEAD__"
 branch_labels = None
 depends_on = None
 
@@ -205,12 +225,12 @@ SLOW_REVISION = '''
 """A revision with one slow statement (test only).
 
 Revision ID: 0003_slow
-Revises: 0002_messages
+Revises: __HEAD__
 """
 from alembic import op
 
 revision = "0003_slow"
-down_revision = "0002_messages"
+down_revision = "__HEAD__"
 branch_labels = None
 depends_on = None
 
@@ -227,7 +247,7 @@ def downgrade():
 def _with_extra_revision(settings: DatabaseSettings, folder: Path, name: str, source: str):
     """Appdb's Alembic config with one more revision file in `folder`."""
     folder.mkdir()
-    (folder / name).write_text(textwrap.dedent(source))
+    (folder / name).write_text(textwrap.dedent(source).replace("__HEAD__", HEAD))
     config = migrate.alembic_config(settings)
     bundled = ScriptDirectory.from_config(config).versions
     config.set_main_option("path_separator", "newline")
@@ -258,8 +278,8 @@ def test_failing_revision_leaves_previous_revision(
     config = _with_extra_revision(settings, tmp_path / "extra", "0003_fails.py", FAILING_REVISION)
     with pytest.raises(RuntimeError, match="failing halfway"):
         command.upgrade(config, "head")
-    assert ("0002_messages",) == migrate.current(settings)
-    assert {*metadata.tables, "alembic_version"} == _tables(settings)
+    assert (HEAD,) == migrate.current(settings)
+    assert {*metadata.tables, "alembic_version", CONTRACT_TABLE} == _tables(settings)
     engine = create_engine(settings)
     columns = {column["name"] for column in sa.inspect(engine).get_columns("users")}
     engine.dispose()
@@ -274,12 +294,12 @@ def test_ddl_lock_timeout_stops_waiting_for_table_lock(database_url) -> None:
     engine = create_engine(settings)
     with engine.connect() as blocker:
         blocker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        with pytest.raises(MigrationError, match="lock timeout"):
+        with pytest.raises(DDLLockTimeoutError, match=r"0002_messages .* lock on table users"):
             migrate.upgrade(settings=settings, lock_timeout=5)
         blocker.rollback()
     engine.dispose()
     assert ("0001_users",) == migrate.current(settings)
-    assert 1 == len(migrate.upgrade(settings=settings))
+    assert HEAD == migrate.upgrade(settings=settings)[-1].revision
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -287,11 +307,50 @@ def test_advisory_lock_serialises_and_times_out(settings: DatabaseSettings) -> N
     """While another holder has the lock, upgrade waits; it fails cleanly when the wait runs out."""
     engine = create_engine(settings)
     with engine.connect() as holder:
-        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": migrate._LOCK_KEY})
-        with pytest.raises(migrate.MigrationLockTimeoutError, match="lock"):
+        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        with pytest.raises(MigrationLockTimeoutError, match="lock"):
             migrate.upgrade(settings=settings, lock_timeout=0.5)
         assert () == migrate.current(settings)
-        holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": migrate._LOCK_KEY})
+        holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
         holder.commit()
     engine.dispose()
-    assert 2 == len(migrate.upgrade(settings=settings, lock_timeout=5))
+    assert HEAD == migrate.upgrade(settings=settings, lock_timeout=5)[-1].revision
+
+
+def test_unreachable_server_is_database_unavailable() -> None:
+    """Migrating against a closed port raises DatabaseUnavailableError naming the operation."""
+    settings = DatabaseSettings(url="postgresql://postgres:s3cret@127.0.0.1:1/appdb")
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        migrate.upgrade(settings=settings, lock_timeout=1)
+    assert str(raised.value).startswith("cannot upgrade: ")
+    assert "127.0.0.1:1" in str(raised.value)
+    assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        sa.exc.OperationalError("SELECT 1", {}, psycopg.errors.ConnectionFailure("s3cret gone")),
+        sa.exc.OperationalError(
+            "SELECT 1", {}, Exception("s3cret gone"), connection_invalidated=True
+        ),
+    ],
+    ids=["sqlstate-08", "invalidated"],
+)
+def test_connection_problem_is_database_unavailable(failure: sa.exc.OperationalError) -> None:
+    """An OperationalError with SQLSTATE class 08, or an invalidated connection, is unavailability."""
+    settings = DatabaseSettings(url="postgresql://app:s3cret@db.example:6543/appdb")
+    expected = "cannot upgrade: database at db.example:6543 unavailable: *** gone"
+    with pytest.raises(DatabaseUnavailableError) as raised, translated_errors(settings, "upgrade"):
+        raise failure
+    assert expected == str(raised.value)
+
+
+def test_other_operational_error_is_migration_error() -> None:
+    """An OperationalError that is not a connection problem is a MigrationError, whatever its text."""
+    settings = DatabaseSettings(url="postgresql://app@db.example:6543/appdb")
+    lock = psycopg.errors.LockNotAvailable("lock timeout on the connection's table")
+    failure = sa.exc.OperationalError("LOCK TABLE users", {}, lock)
+    with pytest.raises(MigrationError) as raised, translated_errors(settings, "upgrade"):
+        raise failure
+    assert "cannot upgrade: lock timeout on the connection's table" == str(raised.value)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from appdb import Message, User, metadata
-from appdb.models.user import TELEGRAM_ID_MAX
+from appdb.models.types import BIGINT_MAX
 
 
 def _user(session: Session, **fields: object) -> User:
@@ -59,9 +59,9 @@ def test_email_must_be_lower_case(session: Session) -> None:
 def test_telegram_id_range(session: Session) -> None:
     """Telegram ids are positive and fit in BIGINT up to 2**63-1."""
     _violates(session, User(telegram_user_id=0))
-    big = _user(session, telegram_user_id=TELEGRAM_ID_MAX)
+    big = _user(session, telegram_user_id=BIGINT_MAX)
     session.expire_all()
-    assert TELEGRAM_ID_MAX == session.get(User, big.id).telegram_user_id
+    assert BIGINT_MAX == session.get(User, big.id).telegram_user_id
 
 
 def test_message_foreign_keys(session: Session) -> None:
@@ -179,6 +179,7 @@ def test_naming_convention_names_every_constraint() -> None:
     assert {
         "pk_users",
         "uq_users_username",
+        "uq_users_username_lower",
         "uq_users_email",
         "uq_users_telegram_user_id",
         "ck_users_has_identity",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -12,58 +13,59 @@ from pathlib import Path
 import pytest
 
 import appdb
+from appdb import exceptions
 
-PUBLIC_API = {
-    "AlreadyExistsError",
-    "AppDBError",
-    "AppDBModel",
-    "AsyncSessionLocal",
-    "ConfigurationError",
-    "ConnectionLostError",
-    "DatabaseSettings",
-    "DatabaseUnavailableError",
-    "EmailTakenError",
-    "InvalidInputError",
-    "Message",
-    "MessageCreate",
-    "MessageNotFoundError",
-    "MessageRead",
-    "MigrationError",
-    "MigrationLockTimeoutError",
-    "NotFoundError",
-    "PoolTimeoutError",
-    "SchemaOutOfDateError",
-    "SessionLocal",
-    "StatementTimeoutError",
-    "TelegramIdTakenError",
-    "User",
-    "UserCreate",
-    "UserNotFoundError",
-    "UserRead",
-    "UserUpdate",
-    "UsernameTakenError",
-    "__version__",
-    "async_session_scope",
-    "create_async_engine",
-    "create_engine",
-    "get_async_db",
-    "get_async_engine",
-    "get_db",
-    "get_engine",
-    "get_settings",
-    "metadata",
-    "reset_engines",
-    "session_scope",
-    "use_primary",
-}
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_public_api_is_curated_and_sorted() -> None:
-    """__all__ lists exactly the public names, sorted, and each exists."""
-    assert PUBLIC_API == set(appdb.__all__)
-    assert sorted(appdb.__all__) == appdb.__all__
-    for name in appdb.__all__:
-        assert hasattr(appdb, name), name
+def test_public_api_is_sorted_unique_and_importable() -> None:
+    """__all__ is sorted without duplicates, and every name in it exists on the package."""
+    assert sorted(set(appdb.__all__)) == appdb.__all__
+    assert [] == [name for name in appdb.__all__ if not hasattr(appdb, name)]
+
+
+def test_star_import_gives_exactly_the_public_api() -> None:
+    """``from appdb import *`` binds the names of __all__ and nothing else."""
+    namespace: dict[str, object] = {}
+    exec("from appdb import *", namespace)  # noqa: S102 - a fixed statement
+    assert set(appdb.__all__) == set(namespace) - {"__builtins__"}
+
+
+def test_public_classes_and_callables_have_docstrings() -> None:
+    """Every exported class and function says what it is for."""
+    undocumented = [
+        name
+        for name in appdb.__all__
+        if inspect.isclass(getattr(appdb, name)) or inspect.isfunction(getattr(appdb, name))
+        if not (inspect.getdoc(getattr(appdb, name)) or "").strip()
+    ]
+    assert [] == undocumented
+
+
+def test_every_exception_is_exported_and_an_appdb_error() -> None:
+    """Each exception class appdb defines is in appdb.__all__ and derives from AppDBError."""
+    defined = {
+        name
+        for name, value in vars(exceptions).items()
+        if inspect.isclass(value)
+        and issubclass(value, BaseException)
+        and value.__module__ == exceptions.__name__
+    }
+    assert defined == set(exceptions.__all__)
+    assert [] == sorted(defined - set(appdb.__all__))
+    assert [] == [
+        name for name in defined if not issubclass(getattr(appdb, name), appdb.AppDBError)
+    ]
+
+
+@pytest.mark.skipif(not README.exists(), reason="run from the source tree")
+def test_readme_lists_the_public_api() -> None:
+    """The README's Public API section names every entry of __all__; its error table every exception."""
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("\n## Public API\n", 1)[1].split("\n## ", 1)[0]
+    errors = readme.split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    assert [] == [name for name in appdb.__all__ if f"`{name}`" not in section]
+    assert [] == [name for name in exceptions.__all__ if f"| `{name}` |" not in errors]
 
 
 def test_version_comes_from_metadata() -> None:
@@ -76,7 +78,7 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
     code = (
         "import sys, appdb\n"
         "from appdb import engine, settings\n"
-        "assert engine._engine is None and engine._async_engine is None\n"
+        "assert not any(lazy.built for lazy in (engine._engine, engine._async_engine))\n"
         "assert settings.get_settings.cache_info().currsize == 0\n"
         "print(sorted(m for m in ('alembic', 'fastapi', 'psycopg') if m in sys.modules))\n"
     )
@@ -126,3 +128,16 @@ def test_installed_wheel_imports_from_outside_repo(installed_wheel, tmp_path: Pa
     )
     assert 0 == result.returncode, result.stderr
     assert f"{appdb.__version__} True" == result.stdout.strip()
+
+
+def test_import_leaves_the_asyncio_extension_for_first_use() -> None:
+    """``import appdb`` loads neither SQLAlchemy's asyncio extension nor psycopg (PEP 562)."""
+    code = (
+        "import sys, appdb; "
+        "print(sorted(m for m in ('sqlalchemy.ext.asyncio', 'psycopg') if m in sys.modules)); "
+        "appdb.AsyncSessionLocal; print('sqlalchemy.ext.asyncio' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "[]\nTrue\n" == result.stdout

@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from appdb import MessageCreate, User, UserCreate, UserRead, UserUpdate
-from appdb.models.user import TELEGRAM_ID_MAX, UserLimits
+from appdb.models.types import BIGINT_MAX
+from appdb.models.user import UserLimits
 
 GOOD = {"username": "ann_1", "email": "Ann@Example.IO", "password": "correct horse"}
 
@@ -70,7 +71,7 @@ def test_message_content_rejected(content: str) -> None:
         MessageCreate(recipient_id=1, content=content)
 
 
-@pytest.mark.parametrize("recipient_id", [0, -1, TELEGRAM_ID_MAX + 1])
+@pytest.mark.parametrize("recipient_id", [0, -1, BIGINT_MAX + 1])
 def test_message_ids_in_range(recipient_id: int) -> None:
     """Ids are positive 64-bit integers."""
     with pytest.raises(ValidationError, match="recipient_id"):

@@ -27,16 +27,30 @@ def _count_users(engine: sa.Engine) -> int:
         return session.exec(select(func.count()).select_from(User)).one()
 
 
-def test_session_local_flags() -> None:
-    """SessionLocal makes SQLModel sessions that never autoflush; SA 2 sessions never autocommit."""
-    assert issubclass(SessionLocal.class_, Session)
-    assert SessionLocal.kw["autoflush"] is False
-    assert "autocommit" not in SessionLocal.kw
-    assert issubclass(AsyncSessionLocal.class_, AsyncSession)
-    assert (False, False) == (
-        AsyncSessionLocal.kw["autoflush"],
-        AsyncSessionLocal.kw["expire_on_commit"],
-    )
+def test_session_local_neither_autoflushes_nor_autocommits(engine: sa.Engine) -> None:
+    """A query does not flush pending objects, and closing without commit stores nothing."""
+    with SessionLocal(bind=engine) as session:
+        assert isinstance(session, Session)
+        session.add(User(username="pending"))
+        assert 0 == session.exec(select(func.count()).select_from(User)).one()
+        session.flush()
+        assert 1 == session.exec(select(func.count()).select_from(User)).one()
+    assert 0 == _count_users(engine)
+
+
+@pytest.mark.anyio
+async def test_async_session_local_does_not_autoflush_or_expire(
+    engine: sa.Engine, async_engine
+) -> None:
+    """Async sessions do not flush before a query, and keep attributes loaded after a commit."""
+    async with AsyncSessionLocal(bind=async_engine) as session:
+        assert isinstance(session, AsyncSession)
+        user = User(username="pending")
+        session.add(user)
+        assert 0 == (await session.exec(select(func.count()).select_from(User))).one()
+        await session.commit()
+        assert "pending" == user.username  # no lazy load: it would fail outside a greenlet
+    assert 1 == _count_users(engine)
 
 
 def test_session_local_binds_lazily_to_settings(

@@ -16,6 +16,7 @@ from sqlmodel import Session, func, select
 from appdb import (
     AlreadyExistsError,
     AppDBError,
+    ConcurrentUpdateError,
     DatabaseSettings,
     EmailTakenError,
     InvalidInputError,
@@ -23,9 +24,10 @@ from appdb import (
     User,
     UsernameTakenError,
     UserNotFoundError,
+    _accounts,
     create_engine,
 )
-from appdb.models.user import TELEGRAM_ID_MAX
+from appdb.models.types import BIGINT_MAX
 from appdb.users import (
     authenticate,
     create_user,
@@ -160,7 +162,7 @@ def test_touch_keeps_web_account_fields(session: Session) -> None:
 def test_touch_accepts_an_aiogram_user(session: Session) -> None:
     """The bot can pass message.from_user straight through."""
     from_user = AiogramUser(
-        id=TELEGRAM_ID_MAX,
+        id=BIGINT_MAX,
         is_bot=False,
         first_name="Ann",
         last_name="Lee",
@@ -169,7 +171,7 @@ def test_touch_accepts_an_aiogram_user(session: Session) -> None:
         is_premium=None,
     )
     user = touch_telegram_user(session, from_user)
-    assert (TELEGRAM_ID_MAX, "ann_tg", "Ann", "Lee", "en-GB", None) == _telegram_profile(user)
+    assert (BIGINT_MAX, "ann_tg", "Ann", "Lee", "en-GB", None) == _telegram_profile(user)
 
 
 def test_touch_refuses_an_object_and_keywords(session: Session) -> None:
@@ -179,12 +181,25 @@ def test_touch_refuses_an_object_and_keywords(session: Session) -> None:
         touch_telegram_user(session, from_user, first_name="Other")
 
 
+def test_touch_takes_the_user_or_id_by_position(session: Session) -> None:
+    """`user_or_id` is positional-only: a keyword for it is refused before any SQL."""
+    with pytest.raises(TypeError):
+        touch_telegram_user(session, telegram_user_id=42)  # type: ignore[call-overload]
+    assert 0 == _count(session)
+
+
+def test_touch_refuses_an_object_without_an_id(session: Session) -> None:
+    """Something that is neither an int nor a Telegram user names the argument at fault."""
+    with pytest.raises(InvalidInputError, match="user_or_id: expected a telegram_user_id"):
+        touch_telegram_user(session, object())  # type: ignore[call-overload]
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [
         ({"telegram_user_id": 0}, "telegram_user_id"),
         ({"telegram_user_id": -5}, "telegram_user_id"),
-        ({"telegram_user_id": TELEGRAM_ID_MAX + 1}, "telegram_user_id"),
+        ({"telegram_user_id": BIGINT_MAX + 1}, "telegram_user_id"),
         ({"telegram_user_id": True}, "telegram_user_id"),
         ({"telegram_user_id": "42"}, "telegram_user_id"),
         ({"telegram_user_id": 42.0}, "telegram_user_id"),
@@ -307,6 +322,24 @@ def test_create_user_duplicates(session: Session, engine, username, email, error
     assert 2 == _count(session)
 
 
+def test_create_user_gives_up_when_the_clash_keeps_vanishing(
+    session: Session, statements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insert that keeps inserting nothing for no visible reason ends in ConcurrentUpdateError.
+
+    That is what a registration racing transactions that take and free its username sees; here
+    the explanation query is made to find nothing, as if the clashing row had just gone.
+    """
+    _register(session)
+    session.commit()
+    monkeypatch.setattr(_accounts, "_taken", lambda _session, _account: None)
+    sent = len(statements)
+    with pytest.raises(ConcurrentUpdateError, match="keep changing; try again"):
+        _register(session, email="new@example.io")
+    assert 3 == sum("ON CONFLICT DO NOTHING" in sql for sql in statements[sent:])
+    assert 1 == _count(session)
+
+
 def test_session_usable_after_rollback(session: Session) -> None:
     """After an error and a rollback, the same session carries on."""
     _register(session)
@@ -406,7 +439,6 @@ def test_authenticate_statements(session: Session, statements: list[str]) -> Non
         ("", PASSWORD),
         ("x" * 10_000, PASSWORD),
         ("not@an@email", PASSWORD),
-        ("ann", "p" * 2000),
     ],
 )
 def test_authenticate_failures(session: Session, engine, login: str, password: str) -> None:
@@ -475,7 +507,7 @@ def test_lookups(session: Session) -> None:
         (get_user_by_email, "not-an-email"),
         (get_user_by_email, "nul\x00@example.io"),
         (get_user_by_telegram_id, 0),
-        (get_user_by_telegram_id, TELEGRAM_ID_MAX + 1),
+        (get_user_by_telegram_id, BIGINT_MAX + 1),
         (get_user_by_telegram_id, "42"),
     ],
 )
@@ -522,7 +554,7 @@ def test_link_telegram_unknown_user(session: Session) -> None:
 
 
 @pytest.mark.parametrize(
-    ("user_id", "telegram_user_id"), [(0, 42), (1, 0), (1, TELEGRAM_ID_MAX + 1), (1, None)]
+    ("user_id", "telegram_user_id"), [(0, 42), (1, 0), (1, BIGINT_MAX + 1), (1, None)]
 )
 def test_link_telegram_rejects_bad_ids(session: Session, user_id, telegram_user_id) -> None:
     """Ids out of range raise InvalidInputError."""
@@ -536,3 +568,42 @@ def test_operations_flush_pending_changes(session: Session) -> None:
     session.add(pending)
     assert pending is get_user_by_username(session, "ann")
     assert pending.id is not None
+
+
+@pytest.mark.parametrize(
+    ("login", "password"),
+    [(None, PASSWORD), (42, PASSWORD), (b"ann", PASSWORD), ("ann", None), ("ann", 12345678)],
+)
+def test_authenticate_wrong_types_are_invalid_input(session: Session, login, password) -> None:
+    """A login or password that is not a string raises InvalidInputError, not TypeError."""
+    _register(session)
+    with pytest.raises(InvalidInputError, match="expected a string"):
+        authenticate(session, login, password)
+
+
+def test_create_user_wrong_password_type_is_invalid_input(session: Session) -> None:
+    """A password that is not a string raises InvalidInputError before hashing."""
+    with pytest.raises(InvalidInputError, match="password"):
+        create_user(session, username="ann", email="ann@x.io", password=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [1025, 10_000_000])
+def test_over_long_passwords_are_refused_without_hashing(session: Session, size: int) -> None:
+    """Over 1024 characters: InvalidInputError from both, fast, and the hasher never runs."""
+    _register(session)
+    session.commit()
+    password = "p" * size
+    with pytest.raises(InvalidInputError, match="longer than 1024 characters"):
+        create_user(session, username="bob", email="bob@x.io", password=password)
+    started = time.perf_counter()
+    for login in ("ann", "nobody"):
+        with pytest.raises(InvalidInputError, match="longer than 1024 characters"):
+            authenticate(session, login, password)
+    assert time.perf_counter() - started < 0.05  # one argon2 check alone takes ~40 ms
+
+
+def test_longest_password_still_registers_and_logs_in(session: Session) -> None:
+    """The maximum itself (1024 characters, up to 4 KiB of UTF-8) is accepted."""
+    password = "ü" * 1024
+    create_user(session, username="ann", email="ann@x.io", password=password)
+    assert authenticate(session, "ann", password) is not None

@@ -8,6 +8,7 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,6 +17,9 @@ revision: str = "0001_users"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The first revision: nothing older than it can use the database.
+compatibility: Literal["additive", "breaking"] = "breaking"
+since: str = "0.1.0"
 
 # SQLite auto-increments only a column declared exactly INTEGER PRIMARY KEY.
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -8,6 +8,7 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,6 +17,9 @@ revision: str = "0002_messages"
 down_revision: str | Sequence[str] | None = "0001_users"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# A new table: code built for 0001 alone keeps working.
+compatibility: Literal["additive", "breaking"] = "additive"
+since: str = "0.1.0"
 
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

@@ -4,7 +4,7 @@ Settings -> engines -> session factories -> FastAPI dependencies, plus the share
 Importing appdb reads no environment and opens no connection.
 """
 
-from importlib.metadata import version as _version
+from typing import Any
 
 from appdb.dependencies import get_async_db, get_db
 from appdb.engine import (
@@ -17,19 +17,29 @@ from appdb.engine import (
 from appdb.exceptions import (
     AlreadyExistsError,
     AppDBError,
+    ConcurrentUpdateError,
     ConfigurationError,
     ConnectionLostError,
+    DatabaseBusyError,
     DatabaseUnavailableError,
+    DDLLockTimeoutError,
+    DeadlockError,
     EmailTakenError,
     InvalidInputError,
     MessageNotFoundError,
     MigrationError,
+    MigrationLockLostError,
     MigrationLockTimeoutError,
     NotFoundError,
+    PermissionDeniedError,
     PoolTimeoutError,
+    ReadOnlyTransactionError,
+    SchemaMismatchError,
     SchemaOutOfDateError,
+    SerializationError,
     StatementTimeoutError,
     TelegramIdTakenError,
+    TransientError,
     UsernameTakenError,
     UserNotFoundError,
 )
@@ -44,26 +54,49 @@ from appdb.models import (
     UserUpdate,
     metadata,
 )
+from appdb.routing import use_primary
 from appdb.session import (
-    AsyncSessionLocal,
     SessionLocal,
     async_session_scope,
     session_scope,
-    use_primary,
 )
 from appdb.settings import DatabaseSettings, get_settings
 
-__version__ = _version("appdb")
+
+def __getattr__(name: str) -> Any:
+    """Names whose imports wait for first use (PEP 562): `__version__`, `AsyncSessionLocal`.
+
+    A sync-only process then never loads ``importlib.metadata`` for the version nor
+    SQLAlchemy's asyncio extension.
+    """
+    if name == "__version__":
+        from importlib.metadata import version  # noqa: PLC0415
+
+        value: Any = version("appdb")
+    elif name == "AsyncSessionLocal":
+        from appdb.session import async_session_local  # noqa: PLC0415
+
+        value = async_session_local()
+    else:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AlreadyExistsError",
     "AppDBError",
     "AppDBModel",
     "AsyncSessionLocal",
+    "ConcurrentUpdateError",
     "ConfigurationError",
     "ConnectionLostError",
+    "DDLLockTimeoutError",
+    "DatabaseBusyError",
     "DatabaseSettings",
     "DatabaseUnavailableError",
+    "DeadlockError",
     "EmailTakenError",
     "InvalidInputError",
     "Message",
@@ -71,13 +104,19 @@ __all__ = [
     "MessageNotFoundError",
     "MessageRead",
     "MigrationError",
+    "MigrationLockLostError",
     "MigrationLockTimeoutError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PoolTimeoutError",
+    "ReadOnlyTransactionError",
+    "SchemaMismatchError",
     "SchemaOutOfDateError",
+    "SerializationError",
     "SessionLocal",
     "StatementTimeoutError",
     "TelegramIdTakenError",
+    "TransientError",
     "User",
     "UserCreate",
     "UserNotFoundError",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from appdb.exceptions import AppDBError, ConfigurationError
+from appdb.exceptions import AppDBError, ConcurrentUpdateError, ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "constraint_name",
+    "core_execute",
     "dialect_name",
     "insert_or_explain",
     "parameters",
@@ -131,6 +132,7 @@ def insert_or_explain(
 
     Raises:
         AppDBError: What `explain` found wrong.
+        ConcurrentUpdateError: `explain` found nothing wrong on every attempt.
     """
     for _ in range(_ATTEMPTS):
         row = session.scalars(statement, values).one_or_none()
@@ -140,7 +142,7 @@ def insert_or_explain(
         if error is not None:
             raise error
     msg = "the rows this insert depends on keep changing; try again"
-    raise AppDBError(msg)
+    raise ConcurrentUpdateError(msg)
 
 
 def constraint_name(exc: IntegrityError) -> str | None:
@@ -158,3 +160,25 @@ def constraint_name(exc: IntegrityError) -> str | None:
     if match := _SQLITE_UNIQUE.search(str(exc.orig)):
         return f"uq_{match['table']}_{match['column']}"
     return None
+
+
+def core_execute(
+    session: Session, statement: sa.Executable, values: Mapping[str, Any]
+) -> sa.CursorResult[Any]:
+    """Run a Core statement on the session's own connection, in its transaction.
+
+    No ORM execution: no loading context, no identity map, no instances. The bind is chosen
+    from the statement as the ORM would choose it, so a `RoutingSession` still sends a read to
+    its replica and a write (and all after it) to the primary.
+
+    Args:
+        session: The caller's session.
+        statement: A Core statement (built once, with bound parameters).
+        values: Its parameters.
+
+    Returns:
+        The cursor result.
+    """
+    bind = session.get_bind(clause=statement)  # type: ignore[arg-type]
+    connection = session.connection(bind_arguments={"bind": bind})
+    return connection.execute(statement, values)

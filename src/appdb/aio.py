@@ -18,8 +18,8 @@ import inspect
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from appdb import messages, users
+from appdb._accounts import find_login, hash_of, insert_account, record_login, validate_account
 from appdb._passwords import check_password, hash_password
-from appdb.users import _account, _find_login, _hash_of, _insert_account, _record_login
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -98,11 +98,11 @@ async def create_user(  # noqa: PLR0913 - a registration form's fields, by name
 
     The arguments, the result and the errors are those of the sync `create_user`.
     """
-    account = _account(
+    account = validate_account(
         username=username, email=email, password=password, full_name=full_name, bio=bio
     )
     hashed_password = await asyncio.to_thread(hash_password, account.password)
-    return await session.run_sync(_insert_account, account, hashed_password)
+    return await session.run_sync(insert_account, account, hashed_password)
 
 
 async def authenticate(session: AsyncSession, login: str, password: str) -> User | None:
@@ -110,6 +110,6 @@ async def authenticate(session: AsyncSession, login: str, password: str) -> User
 
     The arguments and the result are those of the sync `authenticate`.
     """
-    user = await session.run_sync(_find_login, login, password)
-    check = await asyncio.to_thread(check_password, _hash_of(user), password)
-    return await session.run_sync(_record_login, user, check)
+    user = await session.run_sync(find_login, login, password)
+    check = await asyncio.to_thread(check_password, hash_of(user), password)
+    return await session.run_sync(record_login, user, check)

@@ -18,11 +18,12 @@ from appdb.settings import DatabaseSettings
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 PROG = "appdb-migrate"
 
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     upgrade.add_argument("revision", nargs="?", default="heads", metavar="REV")
     upgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
+    upgrade.add_argument(
+        "--allow-breaking",
+        action="store_true",
+        help="run a breaking revision although sessions of versions it breaks are connected",
+    )
     lock_option(upgrade)
 
     downgrade = commands.add_parser(
@@ -71,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         help="undo appdb's migrations down to REV (or base), or a service's with SERVICE@REV",
     )
     downgrade.add_argument("revision", metavar="REV")
+    downgrade.add_argument(
+        "--yes", action="store_true", help="go to base although its tables hold rows (lost)"
+    )
     downgrade.add_argument("--sql", action="store_true", help="print the SQL instead (no server)")
     lock_option(downgrade)
 
@@ -90,19 +99,56 @@ def _parser() -> argparse.ArgumentParser:
 
     stamp = commands.add_parser("stamp", help="record REV as the revision without migrating")
     stamp.add_argument("revision", metavar="REV")
+    stamp.add_argument(
+        "--force", action="store_true", help="stamp although the tables do not match REV"
+    )
     lock_option(stamp)
+
+    adopt = commands.add_parser(
+        "adopt", help="bring a pre-appdb database to appdb's head in place (docs/adopting.md)"
+    )
+    shown = adopt.add_mutually_exclusive_group()
+    shown.add_argument("--plan", action="store_true", help="print the plan, change nothing")
+    shown.add_argument("--sql", action="store_true", help="print the SQL, change nothing")
+    adopt.add_argument(
+        "--naive-timezone", default="UTC", metavar="ZONE", help="zone of naive timestamps (UTC)"
+    )
+    adopt.add_argument(
+        "--duplicates",
+        choices=("refuse", "suffix"),
+        default="refuse",
+        help="emails/usernames equal once lower-cased: refuse (default) or suffix the later ids",
+    )
+    adopt.add_argument(
+        "--long-values",
+        choices=("refuse", "truncate"),
+        default="refuse",
+        help="text longer than appdb's column (never usernames or emails): refuse or truncate",
+    )
+    adopt.add_argument(
+        "--keep-legacy", action="store_true", help="keep the legacy tables, moved aside"
+    )
+    lock_option(adopt)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> DatabaseSettings:
     if args.database_url is not None:
+        # Parsed once, as the option it is (not twice, as DATABASE_URL and MIGRATION_URL).
+        try:
+            settings = DatabaseSettings(url=args.database_url, migration_url=None)
+        except ConfigurationError as exc:
+            msg = str(exc).replace("DATABASE_URL:", "--database-url:", 1)
+            raise ConfigurationError(msg) from None
         # The explicit URL is the one to migrate, whatever DATABASE_MIGRATION_URL says.
-        return DatabaseSettings(url=args.database_url, migration_url=args.database_url)
+        return settings.model_copy(update={"migration_url": settings.url})
     return DatabaseSettings()
 
 
-def _lock_kwargs(args: argparse.Namespace) -> dict[str, float]:
-    return {} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}
+def _lock_timeout(args: argparse.Namespace) -> float:
+    from appdb.migrate import DEFAULT_LOCK_TIMEOUT  # noqa: PLC0415
+
+    return DEFAULT_LOCK_TIMEOUT if args.lock_timeout is None else float(args.lock_timeout)
 
 
 def _upgrade(args: argparse.Namespace) -> None:
@@ -112,7 +158,17 @@ def _upgrade(args: argparse.Namespace) -> None:
         sys.stdout.write(migrate.offline_sql(args.revision))
         return
     settings = _settings(args)
-    applied = migrate.upgrade(args.revision, settings, **_lock_kwargs(args))
+    applied = migrate.upgrade(
+        args.revision,
+        settings,
+        lock_timeout=_lock_timeout(args),
+        allow_breaking=args.allow_breaking,
+    )
+    moved_on = [found for found in migrate.ahead(settings) if found.compatible]
+    if not applied and moved_on:
+        for found in moved_on:
+            print(f"{found.describe()}: nothing to do")
+        return
     _print_applied(applied, "upgraded", migrate.current(settings))
 
 
@@ -123,7 +179,9 @@ def _downgrade(args: argparse.Namespace) -> None:
         sys.stdout.write(migrate.offline_sql(args.revision, downgrade=True))
         return
     settings = _settings(args)
-    applied = migrate.downgrade(args.revision, settings, **_lock_kwargs(args))
+    applied = migrate.downgrade(
+        args.revision, settings, lock_timeout=_lock_timeout(args), drop_data=args.yes
+    )
     _print_applied(applied, "downgraded", migrate.current(settings))
 
 
@@ -131,7 +189,7 @@ def _stamp(args: argparse.Namespace) -> None:
     from appdb import migrate  # noqa: PLC0415
 
     settings = _settings(args)
-    migrate.stamp(args.revision, settings, **_lock_kwargs(args))
+    migrate.stamp(args.revision, settings, lock_timeout=_lock_timeout(args), force=args.force)
     print(f"stamped {migrate.format_revisions(migrate.current(settings))}")
 
 
@@ -140,11 +198,19 @@ def _current(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
     if args.check:
-        print(f"{migrate.ensure_schema_current(settings)} (head): up to date")
+        at = migrate.ensure_schema_current(settings)
+        moved_on = migrate.ahead(settings)
+        for found in moved_on:
+            print(f"{found.describe()}: up to date")
+        if not moved_on:
+            print(f"{at} (head): up to date")
         return
     revisions = migrate.current(settings)
     marker = " (head)" if migrate.at_heads(revisions) else ""
     print(f"{migrate.format_revisions(revisions)}{marker}")
+    for found in migrate.ahead(settings):
+        verdict = "compatible" if found.compatible else "NOT compatible"
+        print(f"  unknown to this installation, {verdict}: {found.describe()}")
 
 
 def _heads(_args: argparse.Namespace) -> None:
@@ -176,10 +242,33 @@ def _check(args: argparse.Namespace) -> None:
     print("models and migrations agree")
 
 
-def _schema(args: argparse.Namespace) -> None:
-    from appdb import schema  # noqa: PLC0415
+def _adopt(args: argparse.Namespace) -> None:
+    from appdb.migrate.adopt import AdoptOptions, adopt, plan  # noqa: PLC0415
 
-    render = schema.render_text if args.format == "text" else schema.render_mermaid
+    options = AdoptOptions(
+        naive_timezone=args.naive_timezone,
+        duplicates=args.duplicates,
+        long_values=args.long_values,
+        keep_legacy=args.keep_legacy,
+    )
+    settings = _settings(args)
+    if args.plan or args.sql:
+        found = plan(settings, options)
+        for line in found.statements if args.sql and found.layout else found.lines():
+            print(line if line.startswith("--") or not args.sql else f"{line};")
+        if not found.ready:
+            msg = "adopt would refuse this database (see above); nothing was changed"
+            raise _CheckFailedError(msg)
+        return
+    done = adopt(settings, options, lock_timeout=_lock_timeout(args))
+    counts = ", ".join(f"{count} {table}" for table, count in done.row_counts.items())
+    print(f"adopted the {done.layout} layout ({counts or 'no rows'}); database now at head")
+
+
+def _schema(args: argparse.Namespace) -> None:
+    from appdb import diagram  # noqa: PLC0415
+
+    render = diagram.render_text if args.format == "text" else diagram.render_mermaid
     sys.stdout.write(render())
 
 
@@ -192,6 +281,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "heads": _heads,
     "history": _history,
     "check": _check,
+    "adopt": _adopt,
 }
 
 
@@ -214,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name.
 
     Returns:
-        The exit code: 0 success, 1 failure or failed check, 2 usage or configuration error.
+        The exit code: 0 success, 1 failure or failed check, 2 usage or configuration error,
+        130 interrupted (SIGINT).
     """
     parser = _parser()
     try:
@@ -233,6 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_USAGE, verbose=args.verbose)
     except AppDBError as exc:
         return _fail(exc, EXIT_FAILURE, verbose=args.verbose)
+    except KeyboardInterrupt:
+        # PostgreSQL rolls back the revision in flight and releases the lock with the session.
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from appdb.session import AsyncSessionLocal, SessionLocal
+from appdb.session import SessionLocal, async_session_local
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -37,7 +37,7 @@ async def get_async_db() -> AsyncIterator[AsyncSession]:
     Yields:
         A session from `AsyncSessionLocal`.
     """
-    async with AsyncSessionLocal() as session:
+    async with async_session_local()() as session:
         try:
             yield session
         except BaseException:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 from sqlalchemy.pool import QueuePool
 
+from appdb._deadline import apply_client_timeout, effective_client_timeout
 from appdb._errors import TranslatingAsyncQueuePool, TranslatingQueuePool, translate_errors
-from appdb._redact import redact_engine_logs
+from appdb._ping import inspect_before_ping
+from appdb._redaction import redact_engine_logs, redact_logs_of, where
+from appdb.clients import installed_versions, tag_application_name
 from appdb.settings import DatabaseSettings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
@@ -31,18 +35,53 @@ __all__ = [
     "reset_engines",
 ]
 
-_lock = threading.Lock()
-_engine: Engine | None = None
-_async_engine: AsyncEngine | None = None
-_replica_engines: tuple[Engine, ...] | None = None
-_async_replica_engines: tuple[AsyncEngine, ...] | None = None
+_T = TypeVar("_T")
+
+
+class _Lazy(Generic[_T]):
+    """A process-wide default: built by `build` on the first `get()`, forgotten by `reset()`.
+
+    Threads that ask at the same time get the same value; `build` runs once until a reset.
+    """
+
+    def __init__(self, build: Callable[[], _T]) -> None:
+        self._build = build
+        self._value: _T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> _T:
+        """The value, built now if this is the first call since the last reset."""
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+                value = self._value
+        return value
+
+    def reset(self) -> _T | None:
+        """Forget the value, so the next `get()` builds a new one.
+
+        Returns:
+            The value forgotten, for the caller to dispose of; ``None`` if none was built.
+        """
+        with self._lock:
+            value, self._value = self._value, None
+        return value
+
+    @property
+    def built(self) -> bool:
+        """Whether a value is held now."""
+        return self._value is not None
 
 
 def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     """Connection parameters for psycopg: timeouts and the name shown in pg_stat_activity."""
     connect_args: dict[str, Any] = {
         "connect_timeout": settings.connect_timeout,
-        "application_name": settings.application_name,
+        # Tagged with the package versions, so that a breaking migration sees who would break.
+        "application_name": tag_application_name(settings.application_name, installed_versions()),
+        **_tcp_connect_args(settings),
     }
     # Merge rather than replace: a URL may already carry ?options=-c...
     options = [str(settings.database_url.query.get("options", ""))]
@@ -53,6 +92,27 @@ def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
     if settings.uses_transaction_pooler:
         connect_args |= _transaction_pooler_connect_args()
     return connect_args
+
+
+def _tcp_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """TCP keepalives and ``tcp_user_timeout``: a dead host or a partition fails the connection.
+
+    The kernel then gives up on a peer that stops acknowledging; a server that is up but never
+    answers is caught by `DATABASE_CLIENT_TIMEOUT` instead (see `appdb._deadline`).
+    """
+    return {
+        "keepalives": 1,
+        "keepalives_idle": settings.keepalives_idle,
+        "keepalives_interval": settings.keepalives_interval,
+        "keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": settings.tcp_user_timeout,
+    }
+
+
+def _apply_client_timeout(sync_engine: Engine, settings: DatabaseSettings) -> None:
+    """Arm `DATABASE_CLIENT_TIMEOUT` on a PostgreSQL engine's driver calls."""
+    seconds = effective_client_timeout(settings.client_timeout, settings.statement_timeout)
+    apply_client_timeout(sync_engine, seconds, where(settings.database_url))
 
 
 def _transaction_pooler_connect_args() -> dict[str, Any]:
@@ -130,6 +190,33 @@ def _enable_sqlite_foreign_keys(sync_engine: Engine) -> None:
             cursor.close()
 
 
+def _is_sqlite_file(url: URL) -> bool:
+    """Whether a SQLite URL names a file (not ``:memory:`` nor a shared in-memory URI)."""
+    database = url.database or ""
+    return database not in {"", ":memory:"} and "mode=memory" not in database + str(url.query)
+
+
+def _use_sqlite_wal(sync_engine: Engine, settings: DatabaseSettings) -> None:
+    """WAL and ``synchronous=NORMAL`` for a SQLite file, on every connection.
+
+    In WAL mode readers and the one writer do not block each other, so concurrent writers only
+    queue for the write lock (within ``DATABASE_SQLITE_BUSY_TIMEOUT``); ``NORMAL`` is the
+    durable-across-crashes level WAL is designed for (a power loss may drop the last commits).
+    The journal mode is stored in the file; ``synchronous`` is per connection.
+    """
+    if not settings.sqlite_wal or not _is_sqlite_file(settings.database_url):
+        return
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+
 def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> Engine:
     """Build a synchronous engine from settings.
 
@@ -149,8 +236,13 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
     engine = sqlalchemy.create_engine(settings.database_url, **_engine_arguments(settings, kwargs))
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine)
+        _use_sqlite_wal(engine, settings)
     if settings.uses_transaction_pooler:
         _apply_transaction_pooler(engine, settings)
+    if settings.is_postgresql:
+        _apply_client_timeout(engine, settings)
+        inspect_before_ping(engine)
+    redact_logs_of(engine)
     translate_errors(engine, settings.database_url, settings.statement_timeout)
     return engine
 
@@ -173,6 +265,11 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
         A new async engine. It does not connect until first used, and raises the same
         appdb exceptions as `create_engine`'s.
     """
+    # The asyncio extension loads on first use: sync-only processes never import it.
+    from sqlalchemy.ext.asyncio import (  # noqa: PLC0415
+        create_async_engine as _sa_create_async_engine,
+    )
+
     settings = settings or get_settings()
     redact_engine_logs()
     if settings.is_postgresql:
@@ -182,8 +279,13 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     )
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine.sync_engine)
+        _use_sqlite_wal(engine.sync_engine, settings)
     if settings.uses_transaction_pooler:
         _apply_transaction_pooler(engine.sync_engine, settings)
+    if settings.is_postgresql:
+        _apply_client_timeout(engine.sync_engine, settings)
+        inspect_before_ping(engine.sync_engine)
+    redact_logs_of(engine.sync_engine)
     translate_errors(engine.sync_engine, settings.database_url, settings.statement_timeout)
     return engine
 
@@ -194,12 +296,7 @@ def get_engine() -> Engine:
     Returns:
         The default engine that `SessionLocal` binds to.
     """
-    global _engine  # noqa: PLW0603 - a lazily built process-wide default
-    if _engine is None:
-        with _lock:
-            if _engine is None:
-                _engine = create_engine()
-    return _engine
+    return _engine.get()
 
 
 def get_async_engine() -> AsyncEngine:
@@ -208,12 +305,7 @@ def get_async_engine() -> AsyncEngine:
     Returns:
         The default engine that `AsyncSessionLocal` binds to.
     """
-    global _async_engine  # noqa: PLW0603 - a lazily built process-wide default
-    if _async_engine is None:
-        with _lock:
-            if _async_engine is None:
-                _async_engine = create_async_engine()
-    return _async_engine
+    return _async_engine.get()
 
 
 def _replica_settings(settings: DatabaseSettings) -> list[DatabaseSettings]:
@@ -254,18 +346,20 @@ def create_async_replica_engines(
     return tuple(create_async_engine(replica, **kwargs) for replica in _replica_settings(settings))
 
 
+# The process-wide defaults behind the get_* functions; reset_engines forgets them.
+_engine: _Lazy[Engine] = _Lazy(create_engine)
+_async_engine: _Lazy[AsyncEngine] = _Lazy(create_async_engine)
+_replica_engines: _Lazy[tuple[Engine, ...]] = _Lazy(create_replica_engines)
+_async_replica_engines: _Lazy[tuple[AsyncEngine, ...]] = _Lazy(create_async_replica_engines)
+
+
 def get_replica_engines() -> tuple[Engine, ...]:
     """Return the process-wide replica engines, built from `get_settings()` on first call.
 
     Returns:
         The engines `SessionLocal` reads from; empty without `DATABASE_REPLICA_URLS`.
     """
-    global _replica_engines  # noqa: PLW0603 - see get_engine
-    if _replica_engines is None:
-        with _lock:
-            if _replica_engines is None:
-                _replica_engines = create_replica_engines()
-    return _replica_engines
+    return _replica_engines.get()
 
 
 def get_async_replica_engines() -> tuple[AsyncEngine, ...]:
@@ -274,23 +368,7 @@ def get_async_replica_engines() -> tuple[AsyncEngine, ...]:
     Returns:
         The engines `AsyncSessionLocal` reads from; empty without `DATABASE_REPLICA_URLS`.
     """
-    global _async_replica_engines  # noqa: PLW0603 - see get_engine
-    if _async_replica_engines is None:
-        with _lock:
-            if _async_replica_engines is None:
-                _async_replica_engines = create_async_replica_engines()
-    return _async_replica_engines
-
-
-def _reset_replica_engines(*, close: bool) -> None:
-    """Forget the replica engines; the caller holds `_lock`."""
-    global _replica_engines, _async_replica_engines  # noqa: PLW0603 - see get_engine
-    for engine in _replica_engines or ():
-        engine.dispose(close=close)
-    for async_engine in _async_replica_engines or ():
-        async_engine.sync_engine.dispose(close=False)
-    _replica_engines = None
-    _async_replica_engines = None
+    return _async_replica_engines.get()
 
 
 def reset_engines(*, close: bool = True) -> None:
@@ -304,13 +382,14 @@ def reset_engines(*, close: bool = True) -> None:
     Args:
         close: Close pooled connections (``False``: only forget them).
     """
-    global _engine, _async_engine  # noqa: PLW0603 - see get_engine
-    with _lock:
-        if _engine is not None:
-            _engine.dispose(close=close)
-        if _async_engine is not None:
-            _async_engine.sync_engine.dispose(close=False)
-        _engine = None
-        _async_engine = None
-        _reset_replica_engines(close=close)
+    engine = _engine.reset()
+    if engine is not None:
+        engine.dispose(close=close)
+    async_engine = _async_engine.reset()
+    if async_engine is not None:
+        async_engine.sync_engine.dispose(close=False)
+    for replica in _replica_engines.reset() or ():
+        replica.dispose(close=close)
+    for async_replica in _async_replica_engines.reset() or ():
+        async_replica.sync_engine.dispose(close=False)
     get_settings.cache_clear()

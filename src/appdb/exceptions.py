@@ -5,19 +5,29 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExistsError",
     "AppDBError",
+    "ConcurrentUpdateError",
     "ConfigurationError",
     "ConnectionLostError",
+    "DDLLockTimeoutError",
+    "DatabaseBusyError",
     "DatabaseUnavailableError",
+    "DeadlockError",
     "EmailTakenError",
     "InvalidInputError",
     "MessageNotFoundError",
     "MigrationError",
+    "MigrationLockLostError",
     "MigrationLockTimeoutError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PoolTimeoutError",
+    "ReadOnlyTransactionError",
+    "SchemaMismatchError",
     "SchemaOutOfDateError",
+    "SerializationError",
     "StatementTimeoutError",
     "TelegramIdTakenError",
+    "TransientError",
     "UserNotFoundError",
     "UsernameTakenError",
 ]
@@ -42,8 +52,24 @@ class MigrationLockTimeoutError(MigrationError):
     """Another `appdb-migrate` held the migration lock for longer than the allowed wait."""
 
 
+class DDLLockTimeoutError(MigrationError):
+    """A revision could not get its table lock within ``DATABASE_DDL_LOCK_TIMEOUT``."""
+
+
+class MigrationLockLostError(MigrationError):
+    """The migration lock's connection was closed while a migration ran; its work stopped."""
+
+
 class SchemaOutOfDateError(AppDBError):
     """The database is not at the schema revision this installed appdb ships (behind or ahead)."""
+
+
+class SchemaMismatchError(SchemaOutOfDateError):
+    """The database lacks a table or column this appdb uses: a newer appdb's breaking migration ran.
+
+    Raised by a query that meets the missing name (the message names it), and by
+    `appdb.migrate.ensure_schema_current` at start-up. Upgrade this service's appdb.
+    """
 
 
 class DatabaseUnavailableError(AppDBError, ConnectionError):
@@ -79,6 +105,46 @@ class StatementTimeoutError(AppDBError, TimeoutError):
     """
 
 
+class DatabaseBusyError(DatabaseUnavailableError, TimeoutError):
+    """SQLite stayed locked by another writer for all of `DATABASE_SQLITE_BUSY_TIMEOUT` seconds.
+
+    Nothing was written; retry later, or move the service to PostgreSQL if it happens often.
+    """
+
+
+class ReadOnlyTransactionError(DatabaseUnavailableError):
+    """PostgreSQL refused a write because the transaction is read-only.
+
+    The server is a standby (a replica, or a primary demoted by a failover) or runs with
+    ``default_transaction_read_only``: point `DATABASE_URL` at the primary, or retry after the
+    failover. Roll the session back and it is usable again.
+    """
+
+
+class PermissionDeniedError(AppDBError, PermissionError):
+    """The database role lacks a privilege the statement needs (SQLSTATE 42501).
+
+    A deployment error, not a transient one: grant the service's role what the README's
+    least-privilege section lists. Roll the session back and it is usable again.
+    """
+
+
+class TransientError(AppDBError):
+    """The transaction lost a race with a concurrent one and was rolled back by PostgreSQL.
+
+    Retrying the whole unit of work (a fresh `session_scope`) is expected to succeed; roll the
+    session back first. The subclasses say which race.
+    """
+
+
+class DeadlockError(TransientError):
+    """PostgreSQL detected a deadlock and aborted this transaction to break it (40P01)."""
+
+
+class SerializationError(TransientError):
+    """A ``REPEATABLE READ`` or ``SERIALIZABLE`` transaction could not be serialised (40001)."""
+
+
 class InvalidInputError(AppDBError, ValueError):
     """An argument of an appdb operation is malformed, out of range or too long.
 
@@ -100,6 +166,14 @@ class MessageNotFoundError(NotFoundError):
 
 class AlreadyExistsError(AppDBError):
     """A value that must be unique (username, email, Telegram id) belongs to another user."""
+
+
+class ConcurrentUpdateError(AppDBError):
+    """Concurrent transactions kept changing the rows an operation depends on; it gave up.
+
+    The operation tried a few times and left the caller's transaction healthy: retrying the
+    unit of work later is expected to succeed.
+    """
 
 
 class UsernameTakenError(AlreadyExistsError):

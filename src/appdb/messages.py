@@ -5,13 +5,17 @@ runs one SQL statement and never commits. Pages are newest first and keyset-pagi
 last id of a page as ``before_id`` to get the next one; no query uses OFFSET, so page 1000 costs
 what page 1 costs. Each query has an index to match (see `appdb.models.message`).
 `appdb.aio` has async twins with the same names.
+
+One module past 400 lines on purpose: the six operations share the table's statements, the
+keyset paging and the explanation of a failed insert, and splitting them would scatter one
+table's SQL over several files.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -20,14 +24,23 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 
-from appdb._sql import constraint_name, insert_or_explain, returning
+from appdb._sql import constraint_name, core_execute, insert_or_explain, returning
 from appdb._validation import Arguments, validated
-from appdb.exceptions import AppDBError, MessageNotFoundError, UserNotFoundError
+from appdb.exceptions import (
+    AppDBError,
+    ConcurrentUpdateError,
+    InvalidInputError,
+    MessageNotFoundError,
+    UserNotFoundError,
+)
 from appdb.models import Message, metadata
 from appdb.models.base import utcnow
 from appdb.models.schemas import MAX_PAGE_SIZE, Content, ConversationId, Id, PageSize
+from appdb.rows import MessageRow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
@@ -59,8 +72,8 @@ _REPLIES = (
 )
 _UNREAD_COUNT = (
     sa.select(sa.func.count())
-    .select_from(Message)
-    .where(col(Message.recipient_id) == sa.bindparam("user_id"), _UNREAD)
+    .select_from(_MESSAGES)
+    .where(_MESSAGES.c.recipient_id == sa.bindparam("user_id"), _UNREAD)
 )
 _EXISTING = sa.select(
     sa.exists().where(_USERS.c.id == sa.bindparam("sender_id")),
@@ -104,6 +117,32 @@ class _MarkRead(_UserId):
     conversation_id: ConversationId | None
 
 
+@overload
+def send_message(
+    session: Session,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    as_row: Literal[False] = False,
+) -> Message: ...
+
+
+@overload
+def send_message(
+    session: Session,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    as_row: Literal[True],
+) -> MessageRow: ...
+
+
 def send_message(  # noqa: PLR0913 - the message's fields, by name
     session: Session,
     *,
@@ -112,7 +151,8 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
     content: str,
     parent_id: int | None = None,
     conversation_id: str | None = None,
-) -> Message:
+    as_row: bool = False,
+) -> Message | MessageRow:
     """Send a message; a reply inherits its parent's conversation unless one is given.
 
     One statement: ``INSERT INTO messages ... SELECT ... FROM users JOIN users [JOIN messages]
@@ -127,6 +167,8 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         content: The text: 1 to 4096 characters, not only whitespace.
         parent_id: The message this one replies to.
         conversation_id: The conversation, up to 64 characters (surrounding spaces stripped).
+        as_row: Return a `MessageRow` instead of a `Message`: the same statement run at the
+            Core level, no ORM instance made (see `appdb.rows`).
 
     Returns:
         The stored message, with its id, defaults and timestamps.
@@ -146,10 +188,14 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
     )
     session.flush()
     inherit = new.parent_id is not None and new.conversation_id is None
-    statement = _send_statement(reply=new.parent_id is not None, inherit_conversation=inherit)
+    reply = new.parent_id is not None
     values = new.model_dump()
+    explain: Callable[[], AppDBError | None] = lambda: _missing(session, new)  # noqa: E731
     try:
-        return insert_or_explain(session, statement, values, lambda: _missing(session, new))
+        if as_row:
+            return _insert_row(session, _send_row_statement(reply, inherit), values, explain)
+        statement = _send_statement(reply=reply, inherit_conversation=inherit)
+        return insert_or_explain(session, statement, values, explain)
     except IntegrityError as exc:
         # A row the INSERT saw was deleted by a transaction that committed before its foreign
         # key check (PostgreSQL): the same error as if it had been missing all along.
@@ -161,6 +207,36 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
 
 @functools.cache
 def _send_statement(*, reply: bool, inherit_conversation: bool) -> TypedReturnsRows[Message]:
+    """``INSERT INTO messages ... SELECT ... RETURNING``, loading a `Message`."""
+    return returning(Message, _send_insert(reply=reply, inherit_conversation=inherit_conversation))
+
+
+@functools.cache
+def _send_row_statement(reply: bool, inherit_conversation: bool) -> sa.Insert:  # noqa: FBT001
+    """The same INSERT at the Core level, returning every column."""
+    insert = _send_insert(reply=reply, inherit_conversation=inherit_conversation)
+    return insert.returning(*_MESSAGES.c)
+
+
+def _insert_row(
+    session: Session,
+    statement: sa.Insert,
+    values: dict[str, object],
+    explain: Callable[[], AppDBError | None],
+) -> MessageRow:
+    """`insert_or_explain` at the Core level: the inserted row as a `MessageRow`."""
+    for _ in range(3):
+        row = core_execute(session, statement, values).one_or_none()
+        if row is not None:
+            return MessageRow._make(row)
+        error = explain()
+        if error is not None:
+            raise error
+    msg = "the rows this insert depends on keep changing; try again"
+    raise ConcurrentUpdateError(msg)
+
+
+def _send_insert(*, reply: bool, inherit_conversation: bool) -> sa.Insert:
     """``INSERT INTO messages ... SELECT`` from the sender, recipient (and parent) rows."""
     sender, recipient, parent = _USERS.alias(), _USERS.alias(), _MESSAGES.alias()
     # Joined on the given ids, so a missing sender, recipient or parent yields no row.
@@ -182,7 +258,7 @@ def _send_statement(*, reply: bool, inherit_conversation: bool) -> TypedReturnsR
         .where(sender.c.id == sa.bindparam("sender_id"))
     )
     names = ["sender_id", "recipient_id", "content", "parent_id", "conversation_id"]
-    return returning(Message, sa.insert(_MESSAGES).from_select(names, rows))
+    return sa.insert(_MESSAGES).from_select(names, rows)
 
 
 def _missing(session: Session, new: _NewMessage) -> AppDBError | None:
@@ -214,6 +290,7 @@ def _missing_by_constraint(new: _NewMessage, constraint: str | None) -> AppDBErr
     return None
 
 
+@overload
 def inbox(
     session: Session,
     user_id: int,
@@ -221,7 +298,31 @@ def inbox(
     limit: int = DEFAULT_PAGE_SIZE,
     before_id: int | None = None,
     unread_only: bool = False,
-) -> list[Message]:
+    as_rows: Literal[False] = False,
+) -> list[Message]: ...
+
+
+@overload
+def inbox(
+    session: Session,
+    user_id: int,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+    unread_only: bool = False,
+    as_rows: Literal[True],
+) -> list[MessageRow]: ...
+
+
+def inbox(  # noqa: PLR0913 - the page's parameters, by name
+    session: Session,
+    user_id: int,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+    unread_only: bool = False,
+    as_rows: bool = False,
+) -> list[Message] | list[MessageRow]:
     """A page of the messages a user received, newest first.
 
     Uses ix_messages_recipient_id_id, or the partial ix_messages_recipient_id_unread for
@@ -233,6 +334,8 @@ def inbox(
         limit: The page size, 1 to 500.
         before_id: The last (smallest) id of the previous page; ``None`` for the first page.
         unread_only: Only messages not yet marked read.
+        as_rows: Return `MessageRow` tuples instead of `Message` instances: the same query
+            run at the Core level, no ORM instances made (see `appdb.rows`).
 
     Returns:
         Up to `limit` messages, ids descending; fewer (or none) at the end.
@@ -243,7 +346,13 @@ def inbox(
     page = validated(
         _InboxPage, user_id=user_id, limit=limit, before_id=before_id, unread_only=unread_only
     )
-    statement = _inbox_statement(unread_only=page.unread_only, paged=page.before_id is not None)
+    paged = page.before_id is not None
+    if as_rows:
+        session.flush()
+        values = {"user_id": page.user_id, "limit": page.limit, "before_id": page.before_id}
+        rows = core_execute(session, _inbox_row_statement(page.unread_only, paged), values)
+        return [MessageRow._make(row) for row in rows]
+    statement = _inbox_statement(unread_only=page.unread_only, paged=paged)
     return _page(session, statement, page, user_id=page.user_id)
 
 
@@ -251,6 +360,17 @@ def inbox(
 def _inbox_statement(*, unread_only: bool, paged: bool) -> sa.Select[Message]:
     statement = sa.select(Message).where(col(Message.recipient_id) == sa.bindparam("user_id"))
     return _keyset(statement.where(_UNREAD) if unread_only else statement, paged=paged)
+
+
+@functools.cache
+def _inbox_row_statement(unread_only: bool, paged: bool) -> sa.Select[Any]:  # noqa: FBT001
+    """The inbox page at the Core level: the table's columns, same WHERE, ORDER BY, LIMIT."""
+    statement = sa.select(*_MESSAGES.c).where(_MESSAGES.c.recipient_id == sa.bindparam("user_id"))
+    if unread_only:
+        statement = statement.where(_UNREAD)
+    if paged:
+        statement = statement.where(_MESSAGES.c.id < sa.bindparam("before_id"))
+    return statement.order_by(_MESSAGES.c.id.desc()).limit(sa.bindparam("limit"))
 
 
 def conversation(
@@ -342,7 +462,7 @@ def unread_count(session: Session, user_id: int) -> int:
     """
     recipient_id = validated(_UserId, user_id=user_id).user_id
     session.flush()
-    return session.scalars(_UNREAD_COUNT, {"user_id": recipient_id}).one()
+    return int(core_execute(session, _UNREAD_COUNT, {"user_id": recipient_id}).scalar_one())
 
 
 def mark_read(
@@ -369,13 +489,13 @@ def mark_read(
         How many messages changed from unread to read.
 
     Raises:
-        InvalidInputError: An id is out of range, there are more than 500 ids, or the
-            conversation id is empty or too long.
+        InvalidInputError: An id is out of range or not an int, `message_ids` is not an
+            iterable, there are more than 500 ids, or the conversation id is empty or too long.
     """
     marking = validated(
         _MarkRead,
         user_id=user_id,
-        message_ids=None if message_ids is None else list(message_ids),
+        message_ids=_id_list(message_ids),
         conversation_id=conversation_id,
     )
     if marking.message_ids == []:
@@ -391,7 +511,7 @@ def mark_read(
         "in_conversation": marking.conversation_id,
         "now": utcnow(),
     }
-    marked = session.scalars(statement, values).all()
+    marked = core_execute(session, statement, values).scalars().all()
     # Keep the session's copies of the marked messages in step with the rows.
     for message_id in marked:
         loaded = session.identity_map.get(identity_key(Message, message_id))
@@ -399,6 +519,19 @@ def mark_read(
             set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
             set_committed_value(loaded, "updated_at", values["now"])
     return len(marked)
+
+
+def _id_list(message_ids: object) -> list[object] | None:
+    """`mark_read`'s ids as a list; a non-iterable (a bare id, say) is `InvalidInputError`."""
+    if message_ids is None:
+        return None
+    if isinstance(message_ids, str | bytes) or not isinstance(message_ids, Iterable):
+        msg = (
+            "invalid argument message_ids: expected an iterable of ids, "
+            f"not {type(message_ids).__name__}"
+        )
+        raise InvalidInputError(msg)
+    return list(message_ids)
 
 
 @functools.cache

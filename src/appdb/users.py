@@ -8,43 +8,53 @@ caller's unit of work owns the transaction. `appdb.aio` has async twins with the
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
-from appdb._passwords import PasswordCheck, check_password, hash_password
+from appdb._accounts import (
+    BY_EMAIL,
+    BY_USERNAME,
+    NOW,
+    UPDATE_BY_ID,
+    USERS,
+    EmailArguments,
+    UsernameArguments,
+    find_login,
+    hash_of,
+    insert_account,
+    one_or_none,
+    record_login,
+    validate_account,
+)
+from appdb._passwords import check_password, hash_password
 from appdb._sql import (
     constraint_name,
+    core_execute,
     dialect_name,
-    insert_or_explain,
     parameters,
     returning,
     upsert_insert,
 )
 from appdb._validation import Arguments, validated
 from appdb.exceptions import (
-    EmailTakenError,
     InvalidInputError,
     TelegramIdTakenError,
-    UsernameTakenError,
     UserNotFoundError,
 )
-from appdb.models import User, UserCreate, metadata
+from appdb.models import User
 from appdb.models.base import utcnow
 from appdb.models.schemas import (
-    PASSWORD_MAX_LENGTH,
-    Email,
     FirstName,
     Id,
     LanguageCode,
     LastName,
     TelegramUserId,
     TelegramUsername,
-    Username,
 )
-from appdb.models.types import UTCDateTime
+from appdb.rows import UserRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -103,20 +113,8 @@ _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_p
 _PROFILE_COLUMNS = ("telegram_username", "first_name", "last_name", "language_code", "is_premium")
 
 # Statements that do not depend on the dialect, built once with bound parameters.
-_USERS = metadata.tables["users"]
-_BY_USERNAME = sa.select(User).where(col(User.username) == sa.bindparam("key"))
-_BY_EMAIL = sa.select(User).where(col(User.email) == sa.bindparam("key"))
 _BY_TELEGRAM_ID = sa.select(User).where(col(User.telegram_user_id) == sa.bindparam("key"))
-_TAKEN = sa.select(_USERS.c.username).where(
-    (_USERS.c.username == sa.bindparam("username")) | (_USERS.c.email == sa.bindparam("email"))
-)
-_NOW = sa.bindparam("now", type_=UTCDateTime())
-_BY_ID = sa.update(_USERS).where(_USERS.c.id == sa.bindparam("user_id"))
-_RECORD_LOGIN = returning(User, _BY_ID.values(last_login_at=_NOW, updated_at=_NOW))
-_RECORD_LOGIN_AND_REHASH = returning(
-    User, _BY_ID.values(last_login_at=_NOW, updated_at=_NOW, **parameters("hashed_password"))
-)
-_LINK = returning(User, _BY_ID.values(updated_at=_NOW, **parameters("telegram_user_id")))
+_LINK = returning(User, UPDATE_BY_ID.values(updated_at=NOW, **parameters("telegram_user_id")))
 
 
 class _UserIdArguments(Arguments):
@@ -131,25 +129,60 @@ class _LinkArguments(_UserIdArguments, _TelegramIdArguments):
     pass
 
 
-class _UsernameArguments(Arguments):
-    # Normalised exactly as at registration, so a user is found by what they registered with.
-    username: Username
+@overload
+def touch_telegram_user(
+    session: Session, user_or_id: TelegramProfile, /, *, as_row: Literal[False] = False
+) -> User: ...
 
 
-class _EmailArguments(Arguments):
-    email: Email
+@overload
+def touch_telegram_user(
+    session: Session, user_or_id: TelegramProfile, /, *, as_row: Literal[True]
+) -> UserRow: ...
 
 
-def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
+@overload
+def touch_telegram_user(
     session: Session,
-    telegram_user_id: int | TelegramProfile,
+    user_or_id: int,
+    /,
     *,
     username: str | None = None,
     first_name: str | None = None,
     last_name: str | None = None,
     language_code: str | None = None,
     is_premium: bool | None = None,
-) -> User:
+    as_row: Literal[False] = False,
+) -> User: ...
+
+
+@overload
+def touch_telegram_user(
+    session: Session,
+    user_or_id: int,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+    as_row: Literal[True],
+) -> UserRow: ...
+
+
+def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
+    session: Session,
+    user_or_id: int | TelegramProfile,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+    as_row: bool = False,
+) -> User | UserRow:
     """Get or create the user with a Telegram id, refreshing their profile and `last_login_at`.
 
     One statement, ``INSERT ... ON CONFLICT (telegram_user_id) DO UPDATE ... RETURNING``, so
@@ -159,13 +192,16 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
 
     Args:
         session: The caller's session.
-        telegram_user_id: The Telegram user id, or an object with the `TelegramProfile`
-            attributes (aiogram's ``message.from_user``), whose fields are then used.
+        user_or_id: A Telegram user object with the `TelegramProfile` attributes (aiogram's
+            ``message.from_user``), whose fields are then used; or the Telegram user id, with
+            the profile as keywords.
         username: The Telegram handle (stored as `User.telegram_username`).
         first_name: The first name.
         last_name: The last name.
         language_code: The IETF language tag of the user's client.
         is_premium: Whether the user has Telegram Premium.
+        as_row: Return a `UserRow` (no password hash) instead of a `User`: the same statement
+            run at the Core level, no ORM instance made (see `appdb.rows`).
 
     Returns:
         The user, refreshed from the row the database returned.
@@ -175,21 +211,20 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         TypeError: A Telegram user object and profile keywords were both given.
     """
     arguments: dict[str, object] = {
-        "telegram_user_id": telegram_user_id,
+        "telegram_user_id": user_or_id,
         "username": username,
         "first_name": first_name,
         "last_name": last_name,
         "language_code": language_code,
         "is_premium": is_premium,
     }
-    if not isinstance(telegram_user_id, int):
-        if any(value is not None for value in arguments.values() if value is not telegram_user_id):
+    if not isinstance(user_or_id, int):
+        if any(value is not None for value in arguments.values() if value is not user_or_id):
             msg = "pass either a Telegram user object or the profile keywords, not both"
             raise TypeError(msg)
-        arguments = _profile_arguments(telegram_user_id)
+        arguments = _profile_arguments(user_or_id)
     profile = validated(_TouchArguments, **arguments)
     session.flush()
-    statement = _touch_statement(dialect_name(session))
     values = {
         "telegram_user_id": profile.telegram_user_id,
         "telegram_username": profile.username,
@@ -199,22 +234,34 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         "is_premium": profile.is_premium,
         "last_login_at": utcnow(),
     }
-    return session.scalars(statement, values).one()
+    if as_row:
+        row = core_execute(session, _touch_row_statement(dialect_name(session)), values).one()
+        return UserRow._make(row)
+    return session.scalars(_touch_statement(dialect_name(session)), values).one()
 
 
 @functools.cache
 def _touch_statement(dialect: str) -> TypedReturnsRows[User]:
-    """``INSERT ... ON CONFLICT (telegram_user_id) DO UPDATE ... RETURNING``, built once."""
-    insert = upsert_insert(dialect, _USERS).values(
+    """``INSERT ... ON CONFLICT (telegram_user_id) DO UPDATE ... RETURNING``, loading a `User`."""
+    return returning(User, _touch_upsert(dialect))
+
+
+@functools.cache
+def _touch_row_statement(dialect: str) -> sa.Insert:
+    """The same upsert at the Core level, returning a `UserRow`'s columns."""
+    columns = [USERS.c[name] for name in UserRow._fields]
+    return _touch_upsert(dialect).returning(*columns)
+
+
+def _touch_upsert(dialect: str) -> sa.Insert:
+    """``INSERT ... ON CONFLICT (telegram_user_id) DO UPDATE``, without RETURNING."""
+    insert = upsert_insert(dialect, USERS).values(
         **parameters("telegram_user_id", *_PROFILE_COLUMNS, "last_login_at")
     )
     refreshed = {name: insert.excluded[name] for name in (*_PROFILE_COLUMNS, "last_login_at")}
-    return returning(
-        User,
-        insert.on_conflict_do_update(
-            index_elements=[_USERS.c.telegram_user_id],
-            set_=refreshed | {"updated_at": insert.excluded.last_login_at},
-        ),
+    return insert.on_conflict_do_update(
+        index_elements=[USERS.c.telegram_user_id],
+        set_=refreshed | {"updated_at": insert.excluded.last_login_at},
     )
 
 
@@ -226,7 +273,8 @@ def _profile_arguments(user: object) -> dict[str, object]:
         }
     except AttributeError:
         msg = (
-            "invalid argument telegram_user_id: expected an int or a Telegram user object, "
+            "invalid argument user_or_id: expected a telegram_user_id (an int) or a Telegram "
+            "user object, "
             f"not {type(user).__name__}"
         )
         raise InvalidInputError(msg) from None
@@ -249,9 +297,11 @@ def create_user(  # noqa: PLR0913 - a registration form's fields, by name
 
     Args:
         session: The caller's session.
-        username: 3 to 64 letters, digits, ``_``, ``.`` or ``-``.
-        email: The email address; stored lower-cased.
-        password: The plain password, 8 to 1024 characters; never stored.
+        username: 3 to 64 letters, digits, ``_``, ``.`` or ``-`` (full-width forms are
+            NFKC-normalised to them); unique ignoring case, so ``Ann`` is taken by ``ann``.
+        email: The email address; stored NFKC-normalised and lower-cased.
+        password: The plain password, 8 to 1024 characters; never stored. A longer one is
+            refused before it is hashed or even scanned.
         full_name: An optional display name.
         bio: An optional profile text.
 
@@ -263,52 +313,10 @@ def create_user(  # noqa: PLR0913 - a registration form's fields, by name
         UsernameTakenError: Another user has this username.
         EmailTakenError: Another user has this email address.
     """
-    account = _account(
+    account = validate_account(
         username=username, email=email, password=password, full_name=full_name, bio=bio
     )
-    return _insert_account(session, account, hash_password(account.password))
-
-
-def _account(**fields: object) -> UserCreate:
-    """Check a registration's fields with the API's own schema."""
-    return validated(UserCreate, **fields)
-
-
-def _insert_account(session: Session, account: UserCreate, hashed_password: str) -> User:
-    """The database half of `create_user`, run after the password is hashed."""
-    session.flush()
-    values = {
-        "username": account.username,
-        "email": account.email,
-        "hashed_password": hashed_password,
-        "full_name": account.full_name,
-        "bio": account.bio,
-    }
-    statement = _register_statement(dialect_name(session))
-    return insert_or_explain(session, statement, values, lambda: _taken(session, account))
-
-
-@functools.cache
-def _register_statement(dialect: str) -> TypedReturnsRows[User]:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING``: any unique clash inserts nothing."""
-    insert = upsert_insert(dialect, _USERS).values(
-        **parameters("username", "email", "hashed_password", "full_name", "bio")
-    )
-    return returning(User, insert.on_conflict_do_nothing())
-
-
-def _taken(session: Session, account: UserCreate) -> UsernameTakenError | EmailTakenError | None:
-    """Which of the account's unique values another user already has."""
-    values = {"username": account.username, "email": account.email}
-    taken = set(session.scalars(_TAKEN, values))
-    if account.username in taken:
-        msg = f"the username {account.username!r} is already taken"
-        return UsernameTakenError(msg)
-    if taken:
-        # The address itself stays out of the message: messages end up in logs.
-        msg = "the email address is already registered"
-        return EmailTakenError(msg)
-    return None
+    return insert_account(session, account, hash_password(account.password))
 
 
 def authenticate(session: Session, login: str, password: str) -> User | None:
@@ -327,47 +335,14 @@ def authenticate(session: Session, login: str, password: str) -> User | None:
     Returns:
         The user, or ``None`` if the login is unknown or malformed, the account is inactive or
         has no password, or the password is wrong.
+
+    Raises:
+        InvalidInputError: The login or the password is not a string, or the password is longer
+            than 1024 characters (no registered password is); raised before any hashing or SQL,
+            for every login alike, so it reveals nothing about accounts.
     """
-    user = _find_login(session, login, password)
-    return _record_login(session, user, check_password(_hash_of(user), password))
-
-
-def _find_login(session: Session, login: str, password: str) -> User | None:
-    """The database half of `authenticate` before the password check."""
-    if len(password) > PASSWORD_MAX_LENGTH:
-        return None
-    try:
-        if "@" in login:
-            statement, key = _BY_EMAIL, validated(_EmailArguments, email=login).email
-        else:
-            statement, key = _BY_USERNAME, validated(_UsernameArguments, username=login).username
-    except InvalidInputError:
-        return None
-    return _one_or_none(session, statement, key)
-
-
-def _one_or_none(session: Session, statement: sa.Select[User], key: object) -> User | None:
-    """Flush, then run a look-up by a unique key."""
-    session.flush()
-    return session.scalars(statement, {"key": key}).one_or_none()
-
-
-def _hash_of(user: User | None) -> str | None:
-    """The hash to check a password against; ``None`` makes the check use a dummy."""
-    if user is None or not user.is_active:
-        return None
-    return user.hashed_password
-
-
-def _record_login(session: Session, user: User | None, check: PasswordCheck) -> User | None:
-    """The database half of `authenticate` after the password check."""
-    if user is None or not check.matches:
-        return None
-    values: dict[str, Any] = {"user_id": user.id, "now": utcnow()}
-    if check.new_hash is None:
-        return session.scalars(_RECORD_LOGIN, values).one_or_none()
-    values["hashed_password"] = check.new_hash
-    return session.scalars(_RECORD_LOGIN_AND_REHASH, values).one_or_none()
+    user = find_login(session, login, password)
+    return record_login(session, user, check_password(hash_of(user), password))
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:
@@ -375,7 +350,7 @@ def get_user_by_username(session: Session, username: str) -> User | None:
 
     Args:
         session: The caller's session.
-        username: The username, as it was registered.
+        username: The username, in any case (``ANN`` finds ``ann``).
 
     Returns:
         The user, or ``None``.
@@ -384,8 +359,8 @@ def get_user_by_username(session: Session, username: str) -> User | None:
         InvalidInputError: The username could not have been registered (wrong length or
             characters).
     """
-    key = validated(_UsernameArguments, username=username).username
-    return _one_or_none(session, _BY_USERNAME, key)
+    key = validated(UsernameArguments, username=username).username
+    return one_or_none(session, BY_USERNAME, key)
 
 
 def get_user_by_email(session: Session, email: str) -> User | None:
@@ -401,8 +376,8 @@ def get_user_by_email(session: Session, email: str) -> User | None:
     Raises:
         InvalidInputError: The address is malformed or too long.
     """
-    key = validated(_EmailArguments, email=email).email
-    return _one_or_none(session, _BY_EMAIL, key)
+    key = validated(EmailArguments, email=email).email
+    return one_or_none(session, BY_EMAIL, key)
 
 
 def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | None:
@@ -419,7 +394,7 @@ def get_user_by_telegram_id(session: Session, telegram_user_id: int) -> User | N
         InvalidInputError: The id is outside 1..2**63-1.
     """
     key = validated(_TelegramIdArguments, telegram_user_id=telegram_user_id).telegram_user_id
-    return _one_or_none(session, _BY_TELEGRAM_ID, key)
+    return one_or_none(session, _BY_TELEGRAM_ID, key)
 
 
 def link_telegram(session: Session, user_id: int, telegram_user_id: int) -> User:

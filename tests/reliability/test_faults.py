@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 
+import appdb
 from appdb import (
     AppDBError,
     AsyncSessionLocal,
@@ -37,7 +38,7 @@ from appdb import (
 )
 from appdb.messages import send_message
 from appdb.users import touch_telegram_user
-from reliability_helpers import FAULT_PASSWORD, wait_gone
+from reliability_helpers import FAULT_PASSWORD, AppDBServer, wait_gone
 
 pytestmark = pytest.mark.postgresql_only
 
@@ -61,6 +62,14 @@ def request_pid() -> int:
         requests.close()
 
 
+def assert_served(database: AppDBServer, pid: int) -> None:
+    """`pid` is a live backend of the test's server, in database appdb, opened by the service."""
+    rows = database.server.execute(
+        f"SELECT datname, application_name FROM pg_stat_activity WHERE pid = {int(pid)}"  # noqa: S608 - an int
+    )
+    assert [("appdb", f"appdb-fault-test appdb/{appdb.__version__}")] == rows
+
+
 async def async_request_pid() -> int:
     """One async request through get_async_db."""
     requests = get_async_db()
@@ -80,7 +89,7 @@ def test_idle_restart_next_request_succeeds(use_server) -> None:
     with SessionLocal() as session:
         after = session.scalar(SELECT_PID)
     assert before != after
-    assert isinstance(request_pid(), int)
+    assert_served(database, request_pid())
 
 
 @pytest.mark.anyio
@@ -94,7 +103,7 @@ async def test_idle_restart_next_async_request_succeeds(use_server) -> None:
         async with AsyncSessionLocal() as session:
             after = await session.scalar(SELECT_PID)
         assert before != after
-        assert isinstance(await async_request_pid(), int)
+        assert_served(database, await async_request_pid())
     finally:
         await get_async_engine().dispose()
 
@@ -111,7 +120,7 @@ def test_without_pre_ping_one_request_fails_cleanly_then_pool_recovers(use_serve
         request_pid()
     assert f"127.0.0.1:{database.server.port}" in str(info.value)
     assert isinstance(info.value.__cause__, Exception)
-    assert isinstance(request_pid(), int)
+    assert_served(database, request_pid())
 
 
 @pytest.mark.anyio
@@ -123,7 +132,7 @@ async def test_without_pre_ping_async_fails_cleanly_then_recovers(use_server) ->
         database.server.restart()
         with pytest.raises(ConnectionLostError, match="lost the connection"):
             await async_request_pid()
-        assert isinstance(await async_request_pid(), int)
+        assert_served(database, await async_request_pid())
     finally:
         await get_async_engine().dispose()
 
@@ -145,7 +154,7 @@ def test_terminated_pooled_connection_recovers(use_server) -> None:
             session.scalar(text("SELECT 1"))
         session.rollback()
         assert 1 == session.scalar(text("SELECT 1"))
-    assert isinstance(request_pid(), int)
+    assert_served(database, request_pid())
 
 
 def test_server_down_at_start_up(use_server, tmp_path: Path) -> None:
@@ -197,7 +206,7 @@ async def test_server_down_at_start_up_async(use_server) -> None:
 
 def test_exhausted_pool_times_out_then_recovers(use_server) -> None:
     """All connections held: PoolTimeoutError after pool_timeout, not a hang; then it recovers."""
-    use_server(pool_size=2, max_overflow=1, pool_timeout=1)
+    database = use_server(pool_size=2, max_overflow=1, pool_timeout=1)
     held = [SessionLocal() for _ in range(3)]
     for session in held:
         session.scalar(text("SELECT 1"))
@@ -209,7 +218,7 @@ def test_exhausted_pool_times_out_then_recovers(use_server) -> None:
     assert isinstance(info.value, DatabaseUnavailableError)
     assert isinstance(info.value, TimeoutError)
     held.pop().close()
-    assert isinstance(request_pid(), int)
+    assert_served(database, request_pid())
     for session in held:
         session.close()
     assert 0 == get_engine().pool.checkedout()
@@ -218,14 +227,14 @@ def test_exhausted_pool_times_out_then_recovers(use_server) -> None:
 @pytest.mark.anyio
 async def test_exhausted_async_pool_times_out_then_recovers(use_server) -> None:
     """The async pool raises PoolTimeoutError as well, and recovers."""
-    use_server(pool_size=1, max_overflow=0, pool_timeout=0.5)
+    database = use_server(pool_size=1, max_overflow=0, pool_timeout=0.5)
     held = AsyncSessionLocal()
     try:
         await held.scalar(text("SELECT 1"))
         with pytest.raises(PoolTimeoutError, match=r"within 0\.5s"):
             await async_request_pid()
         await held.close()
-        assert isinstance(await async_request_pid(), int)
+        assert_served(database, await async_request_pid())
     finally:
         await held.close()
         await get_async_engine().dispose()
@@ -367,12 +376,12 @@ async def test_cancelled_task_is_not_translated(use_server) -> None:
 
     SQLAlchemy discards the interrupted connection; the next request gets a fresh one.
     """
-    use_server()
+    database = use_server()
     try:
         async with AsyncSessionLocal() as session:
             with pytest.raises(TimeoutError) as info:
                 await asyncio.wait_for(session.scalar(text("SELECT pg_sleep(5)")), 0.3)
             assert not isinstance(info.value, AppDBError)
-        assert isinstance(await async_request_pid(), int)
+        assert_served(database, await async_request_pid())
     finally:
         await get_async_engine().dispose()

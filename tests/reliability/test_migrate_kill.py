@@ -14,18 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from appdb.migrate.chains import appdb_chain, script_directory
 from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
+# The head of appdb's chain, whatever revision that is now.
+HEAD = script_directory(appdb_chain()).get_current_head()
 
-SLOW_REVISION = '''
+SLOW_REVISION = f'''
 """A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.
 
 Revision ID: 0003_slow
-Revises: 0002_messages
+Revises: {HEAD}
 """
 
 import os
@@ -33,14 +36,16 @@ import os
 from alembic import op
 
 revision = "0003_slow"
-down_revision = "0002_messages"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
+compatibility = "additive"
+since = "0.1.0"
 
 
 def upgrade() -> None:
     op.execute("CREATE TABLE slow_marker (id integer)")
-    op.execute(f"SELECT pg_sleep({float(os.environ['APPDB_TEST_SLOW_SECONDS'])})")
+    op.execute(f"SELECT pg_sleep({{float(os.environ['APPDB_TEST_SLOW_SECONDS'])}})")
 
 
 def downgrade() -> None:
@@ -51,9 +56,9 @@ def downgrade() -> None:
 RUN_ON_COPY = textwrap.dedent(
     """
     import sys
-    import appdb.migrate
+    import appdb.migrate.chains
     location = sys.argv.pop(1)
-    appdb.migrate._script_location = lambda: location
+    appdb.migrate.chains.script_location = lambda: location
     from appdb.cli import run
     run()
     """
@@ -89,7 +94,7 @@ def _environment(url: str, slow_seconds: float) -> dict[str, str]:
 def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
     make_postgres_server: Callable[..., PostgresServer], tmp_path: Path
 ) -> None:
-    """SIGKILL during a slow revision: lock released, database at 0002_messages, reruns complete."""
+    """SIGKILL during a slow revision: lock released, database at the previous head, reruns complete."""
     # The server notices a vanished client within 200 ms even while a statement runs, instead of
     # when pg_sleep ends (recommended for production too, see the README).
     server = make_postgres_server(client_connection_check_interval="'200ms'")
@@ -144,14 +149,12 @@ def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
         15,
         "the orphaned revision to be rolled back",
     )
-    assert [("0002_messages",)] == server.execute(
-        "SELECT version_num FROM alembic_version", "appdb"
-    )
+    assert [(HEAD,)] == server.execute("SELECT version_num FROM alembic_version", "appdb")
     assert [(None,)] == server.execute("SELECT to_regclass('slow_marker')", "appdb")
 
     rerun = _finish([SCRIPT, "upgrade"], url, tmp_path)
     assert 0 == rerun.returncode, rerun.stderr
-    assert "nothing to do: database already at 0002_messages" in rerun.stdout
+    assert f"nothing to do: database already at {HEAD}" in rerun.stdout
 
     slow_chain_rerun = _finish(
         [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"], url, tmp_path

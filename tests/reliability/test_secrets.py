@@ -233,3 +233,84 @@ def test_cli_output_never_shows_password(secret_db: SecretDatabase, tmp_path: Pa
     outputs.append(down.stdout + down.stderr)
     for output in outputs:
         secret_db.assert_absent(output)
+
+
+def _query_password_urls(secret_db: SecretDatabase) -> list[str]:
+    """The URL with the password as ``?password=``: percent-encoded, and raw where it parses."""
+    base = secret_db.url.set(password=None).render_as_string(hide_password=False)
+    urls = [f"{base}?password={quote(secret_db.password, safe='')}"]
+    if quote(secret_db.password, safe="") == secret_db.password:
+        urls.append(f"{base}?password={secret_db.password}")
+    return urls
+
+
+@pytest.mark.anyio
+async def test_query_password_hidden_on_every_path(secret_db: SecretDatabase) -> None:
+    """A ``?password=`` URL connects, and reprs, dumps and errors never show the password."""
+    for url in _query_password_urls(secret_db):
+        settings = DatabaseSettings(url=url)
+        engine = create_engine(settings)
+        async_engine = create_async_engine(settings)
+        with engine.connect() as connection:  # the server checks it: the password was used
+            assert 1 == connection.exec_driver_sql("SELECT 1").scalar_one()
+        async with async_engine.connect() as connection:
+            assert 1 == (await connection.exec_driver_sql("SELECT 1")).scalar_one()
+        texts = [
+            repr(settings),
+            str(settings),
+            settings.model_dump_json(),
+            repr(engine),
+            str(engine.url),
+            repr(engine.url),
+            repr(async_engine),
+            str(async_engine.url),
+        ]
+        wrong = create_engine(DatabaseSettings(url=url.replace("?password=", "?password=no")))
+        with pytest.raises(DatabaseUnavailableError, match="password authentication") as refused:
+            wrong.connect()
+        texts.append(_failure_texts(refused.value))
+        wrong.dispose()
+        await async_engine.dispose()
+        engine.dispose()
+        assert all("app_secret" in text for text in texts[:2])
+        secret_db.assert_absent("\n".join(texts))
+
+
+def test_logging_name_engine_logs_no_hashes(
+    secret_db: SecretDatabase, all_logs: pytest.LogCaptureFixture
+) -> None:
+    """An engine with its own logging_name logs fetched rows at DEBUG without Argon2 hashes."""
+    settings = DatabaseSettings(url=secret_db.url)
+    migrate.upgrade(settings=settings)
+    engine = create_engine(settings, logging_name="svc")
+    with Session(engine) as session:
+        create_user(session, username="ann", email="ann@x.io", password=USER_PASSWORD)
+        session.commit()
+        assert authenticate(session, "ann", USER_PASSWORD) is not None
+        stored = session.scalar(sa.select(User.hashed_password))  # type: ignore[call-overload]
+    engine.dispose()
+    assert stored is not None
+    from_engine = [r for r in all_logs.records if r.name == "sqlalchemy.engine.Engine.svc"]
+    assert any("Row" in record.getMessage() for record in from_engine)
+    logged = _logged(all_logs)
+    assert stored not in logged
+    assert "$argon2" not in logged
+
+
+def test_user_dumps_leave_out_the_hash(secret_db: SecretDatabase) -> None:
+    """User.model_dump(), model_dump_json() and repr() omit hashed_password; the ORM stores it."""
+    settings = DatabaseSettings(url=secret_db.url)
+    migrate.upgrade(settings=settings)
+    engine = create_engine(settings)
+    with Session(engine) as session:
+        user = User(username="ann", email="ann@x.io", hashed_password="$argon2id$v=19$orm-write")
+        session.add(user)
+        session.commit()
+        session.refresh(user)
+        assert "$argon2id$v=19$orm-write" == user.hashed_password
+        assert "hashed_password" not in user.model_dump()
+        for text in (str(user.model_dump()), user.model_dump_json(), repr(user), str(user)):
+            assert "$argon2" not in text
+        stored = session.scalar(sa.text("SELECT hashed_password FROM users"))
+    engine.dispose()
+    assert "$argon2id$v=19$orm-write" == stored

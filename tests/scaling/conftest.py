@@ -77,9 +77,19 @@ class PooledDatabase(NamedTuple):
 
 
 @pytest.fixture
-def pooled_database(postgresql_admin_url: URL, pgbouncer: PgBouncer) -> Iterator[PooledDatabase]:
-    """A fresh database, reachable directly and through PgBouncer; dropped after the test."""
-    direct = create_database(postgresql_admin_url)
+def pooled_database(
+    postgresql_admin_url: URL, pgbouncer: PgBouncer, request: pytest.FixtureRequest
+) -> Iterator[PooledDatabase]:
+    """A fresh database, reachable directly and through PgBouncer; dropped after the test.
+
+    As in the main suite, a test that uses `engine` gets a copy of the migrated template.
+    """
+    template = (
+        request.getfixturevalue("migrated_postgresql_template")
+        if "engine" in request.fixturenames
+        else None
+    )
+    direct = create_database(postgresql_admin_url, template=template)
     try:
         yield PooledDatabase(direct, pgbouncer.url(direct.database or ""))
     finally:

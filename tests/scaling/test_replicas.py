@@ -33,7 +33,7 @@ from appdb import (
 )
 from appdb.engine import get_async_replica_engines, get_replica_engines
 from appdb.messages import inbox, send_message
-from appdb.session import RoutingSession
+from appdb.routing import RoutingSession
 from appdb.users import touch_telegram_user
 from pgserver import PostgresServer
 

@@ -116,3 +116,34 @@ def test_start_up_guard(appdb_empty_database_url: URL, monkeypatch: pytest.Monke
             assert 401 == client.get("/inbox").status_code
     finally:
         reset_engines()
+
+
+def test_appdb_errors_map_to_http(client: TestClient, tmp_path) -> None:
+    """A reply to no message is 404; an unreachable database is 503 with Retry-After."""
+    from backend.auth import issue_token
+    from sqlmodel import Session
+
+    from appdb import create_engine, get_db
+
+    register(client, "ann")
+    ann = login(client, "ann")
+    orphan = client.post(
+        "/messages", headers=ann, json={"to": "ann", "content": "x", "parent_id": 9}
+    )
+    assert (404, "MessageNotFoundError") == (orphan.status_code, orphan.json()["error"])
+
+    app = create_app(check_schema=False)
+    gone = DatabaseSettings(url=URL.create("sqlite", database=str(tmp_path / "no" / "db.sqlite3")))
+    engine = create_engine(gone)
+
+    def unreachable():
+        with Session(engine) as session:
+            yield session
+
+    app.dependency_overrides[get_db] = unreachable
+    with TestClient(app) as down:
+        response = down.get("/inbox", headers={"Authorization": f"Bearer {issue_token(1)}"})
+    engine.dispose()
+    assert 503 == response.status_code
+    assert "Retry-After" in response.headers
+    assert "DatabaseUnavailableError" == response.json()["error"]

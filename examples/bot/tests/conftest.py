@@ -51,6 +51,12 @@ class FakeTelegram:
         self.session = RecordingSession()
         self.bot = Bot(token="42:TEST-TOKEN", session=self.session)
 
+    async def feed(self, update: Update) -> list[str]:
+        """Feed any update; return the texts the bot sent in answer."""
+        before = len(self.session.sent)
+        await self.dispatcher.feed_update(self.bot, update)
+        return [str(method.text) for method in self.session.sent[before:]]
+
     async def text(self, user: User, text: str) -> str:
         """Send `text` as `user`; return what the bot answered."""
         update = Update(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 import pytest
+from aiogram.types import CallbackQuery, Chat, Update
+from aiogram.types import Message as TelegramMessage
+from bot.errors import RETRY_LATER, SOMETHING_WENT_WRONG
 from bot.handlers import create_router
 from bot.main import create_dispatcher
 from sqlmodel import select
 
-from appdb import Message, User
+from appdb import ConnectionLostError, Message, SchemaOutOfDateError, User, UsernameTakenError
 from appdb.aio import get_user_by_telegram_id
 from conftest import FakeTelegram, telegram_user
 
@@ -48,10 +54,10 @@ async def test_bad_sends_store_nothing(telegram: FakeTelegram, appdb_async_sessi
     assert [] == (await appdb_async_session.exec(select(Message))).all()
 
 
-async def test_failing_handler_rolls_back_its_update(
-    appdb_async_sessionmaker, appdb_async_session
+async def test_failing_handler_rolls_back_and_answers_politely(
+    appdb_async_sessionmaker, appdb_async_session, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A handler that raises after writing leaves nothing of its update behind."""
+    """A handler that raises after writing leaves nothing behind; the user gets an apology."""
     from aiogram.filters import Command
 
     from appdb.aio import send_message
@@ -60,18 +66,74 @@ async def test_failing_handler_rolls_back_its_update(
 
     async def explode(message, session, db_user) -> None:
         await send_message(session, sender_id=db_user.id, recipient_id=db_user.id, content="x")
-        raise RuntimeError("handler failed")
+        raise RuntimeError("handler failed: secret detail")
 
     # Registered ahead of the bot's own router, so it wins for /explode.
     dispatcher.message.register(explode, Command("explode"))
     telegram = FakeTelegram(dispatcher)
     await telegram.text(BOB, "/start")
-    with pytest.raises(RuntimeError, match="handler failed"):
-        await telegram.text(ANN, "/explode")
+    with caplog.at_level(logging.ERROR, "bot"):
+        assert SOMETHING_WENT_WRONG == await telegram.text(ANN, "/explode")
+    assert "RuntimeError" in caplog.text
+    assert "handler failed: secret detail" in caplog.text  # the traceback, for the operator
     assert [] == (await appdb_async_session.exec(select(Message))).all()
     assert None is await get_user_by_telegram_id(appdb_async_session, ANN.id)
     assert None is not await get_user_by_telegram_id(appdb_async_session, BOB.id)
     assert create_router() is not create_router()
+
+
+async def test_database_errors_get_a_retry_answer(appdb_async_sessionmaker) -> None:
+    """Errors of appdb are answered by kind, never with the error's own message."""
+    from aiogram.filters import Command
+
+    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+    errors = {
+        "down": ConnectionLostError("connection to 10.0.0.7:5432 lost"),
+        "old": SchemaOutOfDateError("database at revision 0003"),
+        "taken": UsernameTakenError("username taken"),
+    }
+
+    async def fail(message, command) -> None:
+        raise errors[command.command]
+
+    dispatcher.message.register(fail, Command(*errors))
+    telegram = FakeTelegram(dispatcher)
+    assert RETRY_LATER == await telegram.text(ANN, "/down")
+    assert RETRY_LATER == await telegram.text(ANN, "/old")
+    assert "already taken" in await telegram.text(ANN, "/taken")
+
+
+async def test_middleware_serves_updates_without_a_user(
+    appdb_async_sessionmaker, appdb_async_session
+) -> None:
+    """A channel post gets a session and ``db_user=None``; nothing is touched, no KeyError."""
+    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+    seen: list[tuple[bool, object]] = []
+
+    async def on_post(post, session, db_user) -> None:
+        seen.append((session is not None, db_user))
+
+    dispatcher.channel_post.register(on_post)
+    telegram = FakeTelegram(dispatcher)
+    post = TelegramMessage(
+        message_id=1,
+        date=datetime.now(UTC),
+        chat=Chat(id=-100123, type="channel", title="news"),
+        text="hello channel",
+    )
+    assert [] == await telegram.feed(Update(update_id=1, channel_post=post))
+    assert [(True, None)] == seen
+    assert [] == (await appdb_async_session.exec(select(User))).all()
+
+
+async def test_middleware_touches_the_user_of_any_update_type(
+    telegram: FakeTelegram, appdb_async_session
+) -> None:
+    """A callback query (not a message) touches its user like a message does."""
+    query = CallbackQuery(id="q1", from_user=ANN, chat_instance="c", data="x")
+    await telegram.feed(Update(update_id=2, callback_query=query))
+    touched = await get_user_by_telegram_id(appdb_async_session, ANN.id)
+    assert "Ann" == touched.first_name
 
 
 async def test_each_test_starts_empty(appdb_async_session) -> None:

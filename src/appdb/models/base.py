@@ -21,7 +21,7 @@ NAMING_CONVENTION = {
 }
 """How every index and constraint is named, so migrations and downgrades can refer to them."""
 
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata: MetaData = MetaData(naming_convention=NAMING_CONVENTION)
 """The single registry of appdb's tables (and of any service table declared on `AppDBModel`)."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from sqlalchemy import BigInteger, CheckConstraint, Index, Text, false, text
 from sqlmodel import Field
 
@@ -21,8 +23,8 @@ class MessageLimits:
 class Message(AppDBModel, TimestampMixin, table=True):
     """A message from `sender_id` to `recipient_id`; `parent_id` makes it a reply."""
 
-    __tablename__ = "messages"
-    __table_args__ = (
+    __tablename__: ClassVar[str] = "messages"
+    __table_args__: ClassVar[tuple[Any, ...]] = (
         CheckConstraint("length(trim(content)) > 0", name="content_not_empty"),
         # A recipient's inbox, newest first, paged by id (keyset).
         Index("ix_messages_recipient_id_id", "recipient_id", "id"),
@@ -38,7 +40,10 @@ class Message(AppDBModel, TimestampMixin, table=True):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntegerPK)
+    # `int`, not `int | None`: every row an operation returns is flushed, so its id can be
+    # passed on (`send_message(session, sender_id=user.id, ...)`) under a strict type checker.
+    # It is None only on an instance built by hand and not yet flushed.
+    id: int = Field(default=None, primary_key=True, sa_type=BigIntegerPK)
     sender_id: int = Field(
         sa_type=BigInteger, foreign_key="users.id", ondelete="CASCADE", index=True
     )

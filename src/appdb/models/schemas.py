@@ -5,13 +5,23 @@ Table models skip validation, so input from strangers goes through these first.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
 
 from appdb.models.message import MessageLimits
-from appdb.models.user import TELEGRAM_ID_MAX, UserLimits
+from appdb.models.types import BIGINT_MAX
+from appdb.models.user import UserLimits
 
 __all__ = [
     "MessageCreate",
@@ -45,6 +55,12 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+def _nfkc(value: object) -> object:
+    # Full-width and other compatibility forms become their plain letters before the checks,
+    # so a look-alike of a registered name or address is that name or address.
+    return unicodedata.normalize("NFKC", value) if isinstance(value, str) else value
+
+
 Username = Annotated[
     str,
     StringConstraints(
@@ -53,8 +69,15 @@ Username = Annotated[
         max_length=UserLimits.USERNAME,
         pattern=r"^[A-Za-z0-9_.-]+$",
     ),
+    BeforeValidator(_nfkc),
 ]
-Email = Annotated[EmailStr, StringConstraints(max_length=UserLimits.EMAIL), AfterValidator(_lower)]
+"""Stored as typed (after NFKC); unique ignoring case (the database's index on lower())."""
+Email = Annotated[
+    EmailStr,
+    StringConstraints(max_length=UserLimits.EMAIL),
+    AfterValidator(_lower),
+    BeforeValidator(_nfkc),
+]
 Password = Annotated[
     str,
     StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
@@ -83,9 +106,9 @@ ConversationId = Annotated[
     ),
     AfterValidator(_no_nul),
 ]
-TelegramUserId = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
+TelegramUserId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 """A Telegram user id: positive and within a signed 64-bit integer."""
-Id = Annotated[int, Field(ge=1, le=TELEGRAM_ID_MAX)]
+Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 # Telegram profile fields are stored as Telegram sends them: no stripping, only the column limits.
 TelegramUsername = Annotated[
     str, StringConstraints(max_length=UserLimits.TELEGRAM_USERNAME), AfterValidator(_no_nul)
@@ -108,7 +131,7 @@ class UserCreate(BaseModel):
     """A registration: the only schema that carries a plain password, which is never stored."""
 
     # A validation error must not repeat a password into logs.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     username: Username
     email: Email
@@ -120,7 +143,7 @@ class UserCreate(BaseModel):
 class UserUpdate(BaseModel):
     """A partial profile update; unset fields stay as they are."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     email: Email | None = None
     full_name: FullName | None = None
@@ -131,7 +154,7 @@ class UserUpdate(BaseModel):
 class UserRead(BaseModel):
     """A user as an API returns it; it has no field for the password hash."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config: ClassVar[ConfigDict] = ConfigDict(from_attributes=True)
 
     id: int
     username: str | None
@@ -155,7 +178,7 @@ class UserRead(BaseModel):
 class MessageCreate(BaseModel):
     """A message to send; the sender is whoever is authenticated."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
 
     recipient_id: Id
     content: Content
@@ -166,7 +189,7 @@ class MessageCreate(BaseModel):
 class MessageRead(BaseModel):
     """A message as an API returns it."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config: ClassVar[ConfigDict] = ConfigDict(from_attributes=True)
 
     id: int
     sender_id: int

@@ -8,11 +8,14 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, types
 from sqlalchemy.engine.interfaces import Dialect
 
-__all__ = ["BigIntegerPK", "UTCDateTime"]
+__all__ = ["BIGINT_MAX", "BigIntegerPK", "UTCDateTime"]
+
+BIGINT_MAX = 2**63 - 1
+"""The largest value a BIGINT column holds: the bound of every id and Telegram id."""
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY (an alias of the
 # 64-bit rowid), so BIGINT there would silently lose auto-increment.
-BigIntegerPK = BigInteger().with_variant(Integer(), "sqlite")
+BigIntegerPK: types.TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class UTCDateTime(types.TypeDecorator[datetime]):
@@ -22,8 +25,8 @@ class UTCDateTime(types.TypeDecorator[datetime]):
     returned as UTC.
     """
 
-    impl = types.DateTime(timezone=True)
-    cache_ok = True
+    impl: types.TypeEngine[Any] | type[types.TypeEngine[Any]] = types.DateTime(timezone=True)
+    cache_ok: bool | None = True
 
     def coerce_compared_value(self, op: Any, value: Any) -> types.TypeEngine[Any]:
         """Compare against intervals as intervals (``created_at > now() - interval``)."""

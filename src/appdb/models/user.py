@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, CheckConstraint, Text, false, true
+from sqlalchemy import BigInteger, CheckConstraint, Index, Text, false, func, literal_column, true
 from sqlmodel import Field
 
 from appdb.models.base import AppDBModel, TimestampMixin
 from appdb.models.types import BigIntegerPK, UTCDateTime
 
-__all__ = ["TELEGRAM_ID_MAX", "User", "UserLimits"]
-
-TELEGRAM_ID_MAX = 2**63 - 1
-"""The largest Telegram id a BIGINT column holds."""
+__all__ = ["User", "UserLimits"]
 
 
 class UserLimits:
@@ -33,22 +31,29 @@ class UserLimits:
 class User(AppDBModel, TimestampMixin, table=True):
     """A person: a web account (username, email, password hash), a Telegram user, or both."""
 
-    __tablename__ = "users"
-    __table_args__ = (
+    __tablename__: ClassVar[str] = "users"
+    __table_args__: ClassVar[tuple[Any, ...]] = (
         CheckConstraint(
             "username IS NOT NULL OR email IS NOT NULL OR telegram_user_id IS NOT NULL",
             name="has_identity",
         ),
         CheckConstraint("email = lower(email)", name="email_lowercase"),
         CheckConstraint("telegram_user_id > 0", name="telegram_user_id_positive"),
+        # Usernames are unique ignoring case, enforced by the database for every writer
+        # (registration stores them NFKC-normalised, so full-width forms cannot slip past).
+        Index("uq_users_username_lower", func.lower(literal_column("username")), unique=True),
     )
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntegerPK)
+    # `int`, not `int | None`: every row an operation returns is flushed, so its id can be
+    # passed on (`send_message(session, sender_id=user.id, ...)`) under a strict type checker.
+    # It is None only on an instance built by hand and not yet flushed.
+    id: int = Field(default=None, primary_key=True, sa_type=BigIntegerPK)
 
     username: str | None = Field(default=None, max_length=UserLimits.USERNAME, unique=True)
     email: str | None = Field(default=None, max_length=UserLimits.EMAIL, unique=True)
+    # Kept out of repr() and of model_dump()/model_dump_json(); the ORM still writes it.
     hashed_password: str | None = Field(
-        default=None, max_length=UserLimits.HASHED_PASSWORD, repr=False
+        default=None, max_length=UserLimits.HASHED_PASSWORD, repr=False, exclude=True
     )
     full_name: str | None = Field(default=None, max_length=UserLimits.FULL_NAME)
     bio: str | None = Field(default=None, sa_type=Text)

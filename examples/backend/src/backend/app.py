@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from appdb import MessageRead, UserRead, get_db
-from appdb.exceptions import AlreadyExistsError, InvalidInputError, NotFoundError
+from appdb.fastapi import add_exception_handlers
 from appdb.messages import inbox, mark_read, send_message, unread_count
 from appdb.migrate import ensure_schema_current
 from appdb.users import authenticate, create_user, get_user_by_username
@@ -84,12 +83,8 @@ def create_app(*, check_schema: bool = True) -> FastAPI:
     app = FastAPI(
         title="appdb example backend", lifespan=_refuse_wrong_schema if check_schema else None
     )
-    for error, code in (
-        (InvalidInputError, 422),
-        (AlreadyExistsError, status.HTTP_409_CONFLICT),
-        (NotFoundError, status.HTTP_404_NOT_FOUND),
-    ):
-        app.add_exception_handler(error, _handler(code))
+    # appdb's errors: 404, 409, 422, and 503 with Retry-After when the database is unavailable.
+    add_exception_handlers(app)
 
     @app.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserRead)
     def register(body: Registration, db: Db) -> object:
@@ -146,14 +141,6 @@ def create_app(*, check_schema: bool = True) -> FastAPI:
         return {"marked": marked}
 
     return app
-
-
-def _handler(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    async def handle(_request: Request, error: Exception) -> JSONResponse:
-        # appdb's messages name the bad argument and never repeat a password.
-        return JSONResponse({"detail": str(error)}, status_code=code)
-
-    return handle
 
 
 app = create_app()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb.migrate import ensure_schema_current
+from bot.errors import create_error_router
 from bot.handlers import create_router
 from bot.middleware import DbSessionMiddleware
 
@@ -17,7 +18,7 @@ from bot.middleware import DbSessionMiddleware
 def create_dispatcher(
     session_factory: async_sessionmaker[AsyncSession] | None = None,
 ) -> Dispatcher:
-    """A dispatcher with the session middleware around every update and the bot's handlers.
+    """A dispatcher: the session middleware around every update, the handlers, the error handler.
 
     Args:
         session_factory: Where sessions come from (`AsyncSessionLocal` by default).
@@ -28,6 +29,7 @@ def create_dispatcher(
     dispatcher = Dispatcher()
     dispatcher.update.outer_middleware(DbSessionMiddleware(session_factory))
     dispatcher.include_router(create_router())
+    dispatcher.include_router(create_error_router())
     return dispatcher
 
 

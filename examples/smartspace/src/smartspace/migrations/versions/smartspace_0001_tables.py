@@ -8,6 +8,7 @@ Create Date: 2026-11-24
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,6 +20,9 @@ branch_labels: str | Sequence[str] | None = None
 # A chain of its own (version table alembic_version_smartspace): appdb-migrate runs appdb's
 # chain first, so users exists when this runs, and depends_on cannot name appdb's revisions.
 depends_on: str | Sequence[str] | None = None
+# The first revision of the chain.
+compatibility: Literal["additive", "breaking"] = "breaking"
+since: str = "0.1.0"
 
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")

@@ -8,6 +8,7 @@ Create Date: 2026-11-24
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -16,6 +17,9 @@ revision: str = "smartspace_0002"
 down_revision: str | Sequence[str] | None = "smartspace_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# A new enum value: code that never writes it keeps working.
+compatibility: Literal["additive", "breaking"] = "additive"
+since: str = "0.1.0"
 
 BEFORE = ("pending", "completed", "failed")
 AFTER = (*BEFORE, "cancelled")

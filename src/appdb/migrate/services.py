@@ -1,4 +1,4 @@
-"""Service-owned tables and migrations, registered through the ``appdb.migrations`` entry points.
+"""The registry of service chains: service-owned tables and migrations, from entry points.
 
 A service declares its models on `appdb.metadata` (subclassing `AppDBModel`) and ships an
 Alembic ``versions`` folder inside a package of its own (a chain of its own, whose first

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import UniqueConstraint
 from sqlalchemy.dialects import postgresql
 
-from appdb.extensions import service_migrations
+from appdb.migrate.services import service_migrations
 from appdb.models import metadata as default_metadata
 
 if TYPE_CHECKING:
