@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from appdb import (
     DatabaseSettings,
     EmailTakenError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
     Message,
     MessageNotFoundError,
@@ -204,6 +205,34 @@ async def test_messages(async_session: AsyncSession, async_statements: list[str]
     assert 8 == len(async_statements)
     await async_session.commit()
     assert 6 == await _count(async_session, Message)
+
+
+async def test_idempotent_send(async_session: AsyncSession) -> None:
+    """A retry with the key returns the stored message; a different message under it raises."""
+    ann = await aio.touch_telegram_user(async_session, 1)
+    bob = await aio.touch_telegram_user(async_session, 2)
+    sent = await aio.send_message(
+        async_session, sender_id=ann.id, recipient_id=bob.id, content="hi", idempotency_key="k"
+    )
+    await async_session.commit()
+    again = await aio.send_message(
+        async_session, sender_id=ann.id, recipient_id=bob.id, content="hi", idempotency_key="k"
+    )
+    row = await aio.send_message(
+        async_session,
+        sender_id=ann.id,
+        recipient_id=bob.id,
+        content="hi",
+        idempotency_key="k",
+        as_row=True,
+    )
+    with pytest.raises(IdempotencyKeyReusedError):
+        await aio.send_message(
+            async_session, sender_id=ann.id, recipient_id=bob.id, content="x", idempotency_key="k"
+        )
+    await async_session.commit()
+    assert (sent.id, sent.id) == (again.id, row.id)
+    assert 1 == await _count(async_session, Message)
 
 
 async def test_lookups_and_link(async_session: AsyncSession, engine: sa.Engine) -> None:

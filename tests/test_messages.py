@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
 from appdb import (
+    AlreadyExistsError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
     Message,
     MessageNotFoundError,
@@ -217,6 +219,138 @@ def test_send_while_sender_is_deleted(session: Session, engine, ann: User, bob: 
     assert isinstance(outcome[0].__cause__, sa.exc.IntegrityError)
     session.rollback()
     assert 0 == _count(session)
+
+
+# --- idempotent sends -----------------------------------------------------------------------
+
+
+def _send_once(session: Session, sender: User, recipient: User, **fields) -> Message:
+    return send_message(
+        session,
+        sender_id=sender.id,
+        recipient_id=recipient.id,
+        content=fields.pop("content", "hi"),
+        idempotency_key=fields.pop("idempotency_key", "7f1c-key"),
+        **fields,
+    )
+
+
+def test_idempotent_retry_returns_the_stored_message(
+    session: Session, engine, ann: User, bob: User
+) -> None:
+    """A retry with the same key, from a new session after the commit, stores nothing new."""
+    first_id = _send_once(session, ann, bob).id
+    session.commit()
+    with Session(engine) as retrying:
+        again_id = _send_once(retrying, ann, bob).id
+        as_row = send_message(
+            retrying,
+            sender_id=ann.id,
+            recipient_id=bob.id,
+            content="hi",
+            idempotency_key="7f1c-key",
+            as_row=True,
+        )
+        retrying.commit()
+    assert (first_id, first_id, "7f1c-key") == (again_id, as_row.id, as_row.idempotency_key)
+    assert 1 == _count(session)
+
+
+def test_idempotent_reply_retry(session: Session, ann: User, bob: User) -> None:
+    """A reply that inherited its parent's conversation is recognised as the same message."""
+    parent = _send_once(session, ann, bob, conversation_id="c1", idempotency_key="p")
+    reply = _send_once(session, bob, ann, parent_id=parent.id, idempotency_key="r")
+    assert reply.id == _send_once(session, bob, ann, parent_id=parent.id, idempotency_key="r").id
+    assert ("c1", 2) == (reply.conversation_id, _count(session))
+
+
+def test_idempotency_key_is_unique_per_sender(session: Session, ann: User, bob: User) -> None:
+    """Two senders may use the same key; without a key nothing is deduplicated."""
+    mine, theirs = _send_once(session, ann, bob), _send_once(session, bob, ann)
+    plain = _send(session, ann, bob, 1) + _send(session, ann, bob, 1)
+    assert mine.id != theirs.id
+    assert len(set(plain)) == 2
+    assert 4 == _count(session)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"content": "other"}, {"conversation_id": "c2"}, {"recipient": "ann"}],
+    ids=["content", "conversation", "recipient"],
+)
+def test_reused_key_for_another_message_is_refused(
+    session: Session, ann: User, bob: User, change: dict[str, str]
+) -> None:
+    """The same key for a different message raises, and the caller's transaction is healthy."""
+    first = _send_once(session, ann, bob)
+    fields = dict(change)
+    recipient = ann if fields.pop("recipient", None) else bob
+    with pytest.raises(IdempotencyKeyReusedError, match=rf"message {first.id} under this") as info:
+        _send_once(session, ann, recipient, **fields)
+    assert isinstance(info.value, AlreadyExistsError)
+    assert "7f1c-key" not in str(info.value)
+    session.commit()
+    assert 1 == _count(session)
+
+
+@pytest.mark.parametrize("key", ["", "k" * 65, "a\x00b", 5])
+def test_send_rejects_bad_idempotency_keys(session: Session, ann: User, bob: User, key) -> None:
+    """Empty, over 64 characters, NUL or not a string: InvalidInputError, no SQL."""
+    with pytest.raises(InvalidInputError, match="idempotency_key"):
+        _send_once(session, ann, bob, idempotency_key=key)
+    assert 0 == _count(session)
+
+
+def test_keyed_send_is_one_statement(
+    session: Session, ann: User, bob: User, statements: list[str]
+) -> None:
+    """A first keyed send is the same one INSERT ... SELECT, with ON CONFLICT DO NOTHING."""
+    ann_id, bob_id = ann.id, bob.id
+    statements.clear()
+    send_message(session, sender_id=ann_id, recipient_id=bob_id, content="hi", idempotency_key="k")
+    assert 1 == len(statements)
+    assert "ON CONFLICT (sender_id, idempotency_key) WHERE" in statements[0]
+
+
+@pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
+def test_concurrent_sends_with_one_key_store_one_message(
+    engine, ann: User, bob: User, *, first_commits: bool
+) -> None:
+    """A second send with the key waits for the first: its message if committed, else its own.
+
+    PostgreSQL waits on the first transaction's row; SQLite on the database's write lock.
+    """
+    first_session, second_session = Session(engine), Session(engine)
+    first = _send_once(first_session, ann, bob)
+    outcome: list[BaseException | int] = []
+
+    def second() -> None:
+        try:
+            outcome.append(_send_once(second_session, ann, bob).id)
+            second_session.commit()
+        except Exception as exc:  # noqa: BLE001 - the test inspects whatever happened
+            outcome.append(exc)
+
+    racer = threading.Thread(target=second)
+    racer.start()
+    time.sleep(0.5)
+    assert [] == outcome  # waiting on the first transaction's row
+    first_id = first.id
+    if first_commits:
+        first_session.commit()
+    else:
+        first_session.rollback()
+    racer.join(10)
+    first_session.close()
+    second_session.close()
+    with Session(engine) as check:
+        stored = check.scalars(sa.select(Message.id)).all()
+    # After a rollback the second send stores its own row (SQLite may reuse the freed id).
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], int)
+    assert [outcome[0]] == stored
+    if first_commits:
+        assert [first_id] == outcome
 
 
 # --- inbox ----------------------------------------------------------------------------------

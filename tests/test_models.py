@@ -179,6 +179,7 @@ def test_naming_convention_names_every_constraint() -> None:
     assert {
         "pk_users",
         "uq_users_username",
+        "uq_messages_sender_id_idempotency_key",
         "uq_users_username_lower",
         "uq_users_email",
         "uq_users_telegram_user_id",

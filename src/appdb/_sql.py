@@ -113,6 +113,7 @@ def insert_or_explain(
     statement: TypedReturnsRows[_T],
     values: Mapping[str, Any],
     explain: Callable[[], AppDBError | None],
+    found: Callable[[], _T | None] | None = None,
 ) -> _T:
     """Run an INSERT ... RETURNING that inserts nothing when it cannot, and say why.
 
@@ -126,18 +127,23 @@ def insert_or_explain(
         values: Its parameters.
         explain: Called only when nothing was inserted: the error to raise, or ``None`` if
             nothing is wrong any more (a concurrent transaction got in the way).
+        found: Called first when nothing was inserted: the stored row that this insert
+            repeats (``ON CONFLICT DO NOTHING`` of an idempotent retry), or ``None``.
 
     Returns:
-        The inserted row as a model instance.
+        The inserted row as a model instance, or what `found` returned.
 
     Raises:
-        AppDBError: What `explain` found wrong.
+        AppDBError: What `explain` (or `found`) found wrong.
         ConcurrentUpdateError: `explain` found nothing wrong on every attempt.
     """
     for _ in range(_ATTEMPTS):
         row = session.scalars(statement, values).one_or_none()
         if row is not None:
             return row
+        stored = None if found is None else found()
+        if stored is not None:
+            return stored
         error = explain()
         if error is not None:
             raise error

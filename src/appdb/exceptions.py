@@ -13,6 +13,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DeadlockError",
     "EmailTakenError",
+    "IdempotencyKeyReusedError",
     "InvalidInputError",
     "MessageNotFoundError",
     "MigrationError",
@@ -165,7 +166,7 @@ class MessageNotFoundError(NotFoundError):
 
 
 class AlreadyExistsError(AppDBError):
-    """A value that must be unique (username, email, Telegram id) belongs to another user."""
+    """A value that must be unique (username, email, Telegram id, idempotency key) is taken."""
 
 
 class ConcurrentUpdateError(AppDBError):
@@ -186,3 +187,11 @@ class EmailTakenError(AlreadyExistsError):
 
 class TelegramIdTakenError(AlreadyExistsError):
     """The Telegram user id is already linked to another user."""
+
+
+class IdempotencyKeyReusedError(AlreadyExistsError):
+    """The sender already sent a different message under this idempotency key.
+
+    A retry must repeat the original call: same recipient, content, parent and conversation.
+    A new message needs a new key.
+    """

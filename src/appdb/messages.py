@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -24,18 +24,33 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 
-from appdb._sql import constraint_name, core_execute, insert_or_explain, returning
+from appdb._sql import (
+    constraint_name,
+    core_execute,
+    dialect_name,
+    insert_or_explain,
+    returning,
+    upsert_insert,
+)
 from appdb._validation import Arguments, validated
 from appdb.exceptions import (
     AppDBError,
     ConcurrentUpdateError,
+    IdempotencyKeyReusedError,
     InvalidInputError,
     MessageNotFoundError,
     UserNotFoundError,
 )
 from appdb.models import Message, metadata
 from appdb.models.base import utcnow
-from appdb.models.schemas import MAX_PAGE_SIZE, Content, ConversationId, Id, PageSize
+from appdb.models.schemas import (
+    MAX_PAGE_SIZE,
+    Content,
+    ConversationId,
+    Id,
+    IdempotencyKey,
+    PageSize,
+)
 from appdb.rows import MessageRow
 
 if TYPE_CHECKING:
@@ -59,6 +74,7 @@ DEFAULT_PAGE_SIZE = 50
 """How many messages a page holds unless the caller says otherwise."""
 
 _USERS, _MESSAGES = metadata.tables["users"], metadata.tables["messages"]
+_M = TypeVar("_M", Message, MessageRow)
 
 # Rendered as "is_read = false" (PostgreSQL) and "is_read = 0" (SQLite): the predicates of the
 # partial index ix_messages_recipient_id_unread, which the planners then use.
@@ -75,6 +91,12 @@ _UNREAD_COUNT = (
     .select_from(_MESSAGES)
     .where(_MESSAGES.c.recipient_id == sa.bindparam("user_id"), _UNREAD)
 )
+_HAS_KEY = _MESSAGES.c.idempotency_key.is_not(None)
+_KEYED = (_MESSAGES.c.sender_id == sa.bindparam("sender_id")) & (
+    _MESSAGES.c.idempotency_key == sa.bindparam("idempotency_key")
+)
+_STORED = sa.select(Message).where(_KEYED)
+_STORED_ROW = sa.select(*_MESSAGES.c).where(_KEYED)
 _EXISTING = sa.select(
     sa.exists().where(_USERS.c.id == sa.bindparam("sender_id")),
     sa.exists().where(_USERS.c.id == sa.bindparam("recipient_id")),
@@ -88,6 +110,7 @@ class _NewMessage(Arguments):
     content: Content
     parent_id: Id | None
     conversation_id: ConversationId | None
+    idempotency_key: IdempotencyKey | None
 
 
 class _Page(Arguments):
@@ -126,6 +149,7 @@ def send_message(
     content: str,
     parent_id: int | None = None,
     conversation_id: str | None = None,
+    idempotency_key: str | None = None,
     as_row: Literal[False] = False,
 ) -> Message: ...
 
@@ -139,6 +163,7 @@ def send_message(
     content: str,
     parent_id: int | None = None,
     conversation_id: str | None = None,
+    idempotency_key: str | None = None,
     as_row: Literal[True],
 ) -> MessageRow: ...
 
@@ -151,6 +176,7 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
     content: str,
     parent_id: int | None = None,
     conversation_id: str | None = None,
+    idempotency_key: str | None = None,
     as_row: bool = False,
 ) -> Message | MessageRow:
     """Send a message; a reply inherits its parent's conversation unless one is given.
@@ -160,6 +186,12 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
     database raises nothing and the caller's transaction stays healthy; only then does a
     second query tell which one is missing.
 
+    With an `idempotency_key` the INSERT also does nothing when the sender already stored a
+    message under that key (``ON CONFLICT DO NOTHING`` on the partial unique index
+    uq_messages_sender_id_idempotency_key), and that message is returned: a retry after a
+    commit that was in doubt (`ConnectionLostError`) stores the message at most once. A
+    concurrent send with the same key waits for the first to commit or roll back.
+
     Args:
         session: The caller's session.
         sender_id: The sending user's id.
@@ -167,6 +199,9 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         content: The text: 1 to 4096 characters, not only whitespace.
         parent_id: The message this one replies to.
         conversation_id: The conversation, up to 64 characters (surrounding spaces stripped).
+        idempotency_key: Up to 64 characters, unique per sender (a UUID the client made for
+            this message, say): a send with a key the sender already used returns the message
+            stored under it, provided it is the same message.
         as_row: Return a `MessageRow` instead of a `Message`: the same statement run at the
             Core level, no ORM instance made (see `appdb.rows`).
 
@@ -177,6 +212,7 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         InvalidInputError: A field is empty, too long, holds NUL, or an id is out of range.
         UserNotFoundError: The sender or the recipient does not exist.
         MessageNotFoundError: The parent message does not exist.
+        IdempotencyKeyReusedError: The sender stored a different message under the key.
     """
     new = validated(
         _NewMessage,
@@ -185,17 +221,22 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         content=content,
         parent_id=parent_id,
         conversation_id=conversation_id,
+        idempotency_key=idempotency_key,
     )
     session.flush()
     inherit = new.parent_id is not None and new.conversation_id is None
     reply = new.parent_id is not None
+    keyed = dialect_name(session) if new.idempotency_key is not None else None
     values = new.model_dump()
     explain: Callable[[], AppDBError | None] = lambda: _missing(session, new)  # noqa: E731
     try:
         if as_row:
-            return _insert_row(session, _send_row_statement(reply, inherit), values, explain)
-        statement = _send_statement(reply=reply, inherit_conversation=inherit)
-        return insert_or_explain(session, statement, values, explain)
+            found_row = None if keyed is None else lambda: _stored_row(session, new)
+            statement = _send_row_statement(reply, inherit, keyed)
+            return _insert_row(session, statement, values, explain, found_row)
+        found = None if keyed is None else lambda: _stored(session, new)
+        orm = _send_statement(reply=reply, inherit_conversation=inherit, keyed=keyed)
+        return insert_or_explain(session, orm, values, explain, found)
     except IntegrityError as exc:
         # A row the INSERT saw was deleted by a transaction that committed before its foreign
         # key check (PostgreSQL): the same error as if it had been missing all along.
@@ -206,15 +247,22 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
 
 
 @functools.cache
-def _send_statement(*, reply: bool, inherit_conversation: bool) -> TypedReturnsRows[Message]:
+def _send_statement(
+    *, reply: bool, inherit_conversation: bool, keyed: str | None
+) -> TypedReturnsRows[Message]:
     """``INSERT INTO messages ... SELECT ... RETURNING``, loading a `Message`."""
-    return returning(Message, _send_insert(reply=reply, inherit_conversation=inherit_conversation))
+    insert = _send_insert(reply=reply, inherit_conversation=inherit_conversation, keyed=keyed)
+    return returning(Message, insert)
 
 
 @functools.cache
-def _send_row_statement(reply: bool, inherit_conversation: bool) -> sa.Insert:  # noqa: FBT001
+def _send_row_statement(
+    reply: bool,  # noqa: FBT001 - positional: the cache key
+    inherit_conversation: bool,  # noqa: FBT001
+    keyed: str | None,
+) -> sa.Insert:
     """The same INSERT at the Core level, returning every column."""
-    insert = _send_insert(reply=reply, inherit_conversation=inherit_conversation)
+    insert = _send_insert(reply=reply, inherit_conversation=inherit_conversation, keyed=keyed)
     return insert.returning(*_MESSAGES.c)
 
 
@@ -223,12 +271,16 @@ def _insert_row(
     statement: sa.Insert,
     values: dict[str, object],
     explain: Callable[[], AppDBError | None],
+    found: Callable[[], MessageRow | None] | None,
 ) -> MessageRow:
     """`insert_or_explain` at the Core level: the inserted row as a `MessageRow`."""
     for _ in range(3):
         row = core_execute(session, statement, values).one_or_none()
         if row is not None:
             return MessageRow._make(row)
+        stored = None if found is None else found()
+        if stored is not None:
+            return stored
         error = explain()
         if error is not None:
             raise error
@@ -236,14 +288,19 @@ def _insert_row(
     raise ConcurrentUpdateError(msg)
 
 
-def _send_insert(*, reply: bool, inherit_conversation: bool) -> sa.Insert:
-    """``INSERT INTO messages ... SELECT`` from the sender, recipient (and parent) rows."""
+def _send_insert(*, reply: bool, inherit_conversation: bool, keyed: str | None) -> sa.Insert:
+    """``INSERT INTO messages ... SELECT`` from the sender, recipient (and parent) rows.
+
+    `keyed` is the dialect's name when the message has an idempotency key: the INSERT then
+    stores the key and does nothing if the sender already used it.
+    """
     sender, recipient, parent = _USERS.alias(), _USERS.alias(), _MESSAGES.alias()
     # Joined on the given ids, so a missing sender, recipient or parent yields no row.
     source = sender.join(recipient, recipient.c.id == sa.bindparam("recipient_id"))
     if reply:
         source = source.join(parent, parent.c.id == sa.bindparam("parent_id"))
     columns = _MESSAGES.c
+    key_type = columns.idempotency_key.type
     rows = (
         sa.select(
             sender.c.id,
@@ -253,12 +310,55 @@ def _send_insert(*, reply: bool, inherit_conversation: bool) -> sa.Insert:
             parent.c.conversation_id
             if inherit_conversation
             else sa.bindparam("conversation_id", type_=columns.conversation_id.type),
+            *([] if keyed is None else [sa.bindparam("idempotency_key", type_=key_type)]),
         )
         .select_from(source)
         .where(sender.c.id == sa.bindparam("sender_id"))
     )
     names = ["sender_id", "recipient_id", "content", "parent_id", "conversation_id"]
-    return sa.insert(_MESSAGES).from_select(names, rows)
+    if keyed is None:
+        return sa.insert(_MESSAGES).from_select(names, rows)
+    # The WHERE above also keeps SQLite from reading ON CONFLICT as a join's ON.
+    return (
+        upsert_insert(keyed, _MESSAGES)
+        .from_select([*names, "idempotency_key"], rows)
+        .on_conflict_do_nothing(
+            index_elements=["sender_id", "idempotency_key"], index_where=_HAS_KEY
+        )
+    )
+
+
+def _by_key(new: _NewMessage) -> dict[str, object]:
+    return {"sender_id": new.sender_id, "idempotency_key": new.idempotency_key}
+
+
+def _stored(session: Session, new: _NewMessage) -> Message | None:
+    """The message the sender stored under `new`'s key, if it is the same message."""
+    stored = session.scalars(_STORED, _by_key(new)).one_or_none()
+    return None if stored is None else _same_message(stored, new)
+
+
+def _stored_row(session: Session, new: _NewMessage) -> MessageRow | None:
+    """`_stored` at the Core level."""
+    row = core_execute(session, _STORED_ROW, _by_key(new)).one_or_none()
+    return None if row is None else _same_message(MessageRow._make(row), new)
+
+
+def _same_message(stored: _M, new: _NewMessage) -> _M:
+    """`stored` if `new` repeats it (a retry), else `IdempotencyKeyReusedError`."""
+    inherited = new.parent_id is not None and new.conversation_id is None
+    if (stored.recipient_id, stored.content, stored.parent_id) == (
+        new.recipient_id,
+        new.content,
+        new.parent_id,
+    ) and (inherited or stored.conversation_id == new.conversation_id):
+        return stored
+    msg = (
+        f"user {new.sender_id} already sent message {stored.id} under this idempotency key, "
+        "with a different recipient, content, parent or conversation: use a new key for a new "
+        "message"
+    )
+    raise IdempotencyKeyReusedError(msg)
 
 
 def _missing(session: Session, new: _NewMessage) -> AppDBError | None:

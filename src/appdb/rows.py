@@ -50,3 +50,4 @@ class MessageRow(NamedTuple):
     is_read: bool
     parent_id: int | None
     conversation_id: str | None
+    idempotency_key: str | None

@@ -58,6 +58,24 @@ def test_inbox_pages_with_a_cursor(client: TestClient) -> None:
     assert [sent[4:2:-1], sent[2:0:-1], sent[:1]] == seen
 
 
+def test_retried_send_with_an_idempotency_key_is_stored_once(client: TestClient) -> None:
+    """The same Idempotency-Key twice: one message; the key for another text: 409."""
+    register(client, "ann")
+    register(client, "bob")
+    ann = login(client, "ann") | {"Idempotency-Key": "b6f1e2"}
+    body = {"to": "bob", "content": "once"}
+    first, again = (client.post("/messages", headers=ann, json=body) for _ in range(2))
+    reused = client.post("/messages", headers=ann, json={"to": "bob", "content": "other"})
+    assert (201, 201, first.json()["id"]) == (
+        first.status_code,
+        again.status_code,
+        again.json()["id"],
+    )
+    assert (409, "IdempotencyKeyReusedError") == (reused.status_code, reused.json()["error"])
+    page = client.get("/inbox", headers=login(client, "bob")).json()
+    assert ["once"] == [message["content"] for message in page["messages"]]
+
+
 def test_unread_count_and_mark_read(client: TestClient) -> None:
     """Unread messages are counted; marking some, then all, brings the count to zero."""
     register(client, "ann")

@@ -46,6 +46,24 @@ async def test_send_then_inbox(telegram: FakeTelegram, appdb_async_session) -> N
     assert ("see you at 5", True) == (stored.content, stored.is_read)
 
 
+async def test_redelivered_send_is_stored_once(telegram: FakeTelegram, appdb_async_session) -> None:
+    """Telegram delivering one /send update twice stores one message (its idempotency key)."""
+    await telegram.text(BOB, "/start")
+    update = Update(
+        update_id=900,
+        message=TelegramMessage(
+            message_id=901,
+            date=datetime.now(UTC),
+            chat=Chat(id=ANN.id, type="private"),
+            from_user=ANN,
+            text="/send bob_tg once",
+        ),
+    )
+    assert ["Sent to @bob_tg."] * 2 == [*await telegram.feed(update), *await telegram.feed(update)]
+    stored = (await appdb_async_session.exec(select(Message))).all()
+    assert [("once", f"tg-{ANN.id}-901")] == [(m.content, m.idempotency_key) for m in stored]
+
+
 async def test_bad_sends_store_nothing(telegram: FakeTelegram, appdb_async_session) -> None:
     """An unknown recipient or an empty text is answered, and nothing is stored."""
     assert "Usage:" in await telegram.text(ANN, "/send nobody hello")

@@ -18,6 +18,7 @@ class MessageLimits:
 
     CONTENT = 4096  # Telegram's own limit for one text message
     CONVERSATION_ID = 64
+    IDEMPOTENCY_KEY = 64  # a UUID, or a hex SHA-256 of what the client derives it from
 
 
 class Message(AppDBModel, TimestampMixin, table=True):
@@ -38,6 +39,15 @@ class Message(AppDBModel, TimestampMixin, table=True):
         ),
         # A conversation's thread, paged by id.
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        # One message per sender and idempotency key; rows without a key are not indexed.
+        Index(
+            "uq_messages_sender_id_idempotency_key",
+            "sender_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     # `int`, not `int | None`: every row an operation returns is flushed, so its id can be
@@ -55,3 +65,5 @@ class Message(AppDBModel, TimestampMixin, table=True):
         default=None, sa_type=BigInteger, foreign_key="messages.id", ondelete="SET NULL", index=True
     )
     conversation_id: str | None = Field(default=None, max_length=MessageLimits.CONVERSATION_ID)
+    # Set by `send_message(..., idempotency_key=...)`: a retry with the same key returns this row.
+    idempotency_key: str | None = Field(default=None, max_length=MessageLimits.IDEMPOTENCY_KEY)

@@ -106,6 +106,12 @@ ConversationId = Annotated[
     ),
     AfterValidator(_no_nul),
 ]
+IdempotencyKey = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MessageLimits.IDEMPOTENCY_KEY),
+    AfterValidator(_no_nul),
+]
+"""An opaque client-chosen key, compared exactly (no stripping, no case folding)."""
 TelegramUserId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 """A Telegram user id: positive and within a signed 64-bit integer."""
 Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
@@ -184,6 +190,8 @@ class MessageCreate(BaseModel):
     content: Content
     parent_id: Id | None = None
     conversation_id: ConversationId | None = None
+    # Chosen by the client per message: a retried request stores the message once.
+    idempotency_key: IdempotencyKey | None = None
 
 
 class MessageRead(BaseModel):

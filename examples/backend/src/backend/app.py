@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, status
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
@@ -101,7 +101,13 @@ def create_app(*, check_schema: bool = True) -> FastAPI:
         return Token(access_token=issue_token(user.id))
 
     @app.post("/messages", status_code=status.HTTP_201_CREATED, response_model=MessageRead)
-    def send(body: NewMessage, db: Db, user_id: UserId) -> object:
+    def send(
+        body: NewMessage,
+        db: Db,
+        user_id: UserId,
+        # A client retrying after a timeout sends the same key: the message is stored once.
+        idempotency_key: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> object:
         recipient = get_user_by_username(db, body.to)
         if recipient is None or recipient.id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {body.to!r}")
@@ -111,6 +117,7 @@ def create_app(*, check_schema: bool = True) -> FastAPI:
             recipient_id=recipient.id,
             content=body.content,
             parent_id=body.parent_id,
+            idempotency_key=idempotency_key,
         )
         db.commit()
         return message

@@ -68,7 +68,14 @@ async def send(
         await message.answer("Usage: /send <username> <text> (to someone who used this bot)")
         return
     try:
-        await send_message(session, sender_id=_id(db_user), recipient_id=recipient.id, content=text)
+        await send_message(
+            session,
+            sender_id=_id(db_user),
+            recipient_id=recipient.id,
+            content=text,
+            # Telegram redelivers an update it saw no answer to: store the message once.
+            idempotency_key=f"tg-{message.chat.id}-{message.message_id}",
+        )
     except InvalidInputError:
         await message.answer("The message must not be empty.")
         return
