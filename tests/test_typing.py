@@ -21,31 +21,9 @@ API = REPO_ROOT / "tests" / "typing" / "api.py"
 STRICT_TESTS = ("test_fastapi.py", "test_readme.py", "test_typing.py")
 BIN = Path(sys.executable).parent
 
-# Symbols --verifytypes still finds incomplete, each in a module this change left alone: the
-# async twins are built by a call pyright cannot read a declared type from (appdb.aio), two
-# loggers lack an annotation (appdb.migrate). New public API must not join them; the list
-# only shrinks.
-KNOWN_INCOMPLETE = {
-    *(
-        f"appdb.aio.{name}"
-        for name in (
-            "touch_telegram_user",
-            "get_user_by_username",
-            "get_user_by_email",
-            "get_user_by_telegram_id",
-            "link_telegram",
-            "send_message",
-            "inbox",
-            "conversation",
-            "replies",
-            "unread_count",
-            "mark_read",
-        )
-    ),
-    "appdb.migrate.guard.logger",
-    "appdb.migrate.operations.logger",
-}
-SCORE_FLOOR = 0.978  # 0.979 measured with the list above; 0.811 before issue 15
+# Every public symbol has a known type: 100 % (0.811 before issue 15, 0.979 before appdb.aio's
+# twins were written out and the loggers annotated).
+SCORE_FLOOR = 1.0
 
 
 def _pyright() -> str:
@@ -103,12 +81,12 @@ def test_api_passes_pyright_strict() -> None:
 
 @pytest.mark.slow
 def test_verifytypes_completeness(tmp_path: Path) -> None:
-    """``pyright --verifytypes appdb``: no incomplete public symbol beyond the known ones."""
+    """``pyright --verifytypes appdb``: every public symbol's type is known (100 %)."""
     # From an empty directory, so pyright resolves appdb as installed, not as a local folder.
     result = _run_pyright(
         "--verifytypes", "appdb", "--ignoreexternal", "--outputjson", cwd=tmp_path
     )
     report = json.loads(result.stdout)["typeCompleteness"]
     incomplete = {symbol["name"] for symbol in report["symbols"] if symbol["diagnostics"]}
-    assert set() == incomplete - KNOWN_INCOMPLETE
+    assert set() == incomplete
     assert report["completenessScore"] >= SCORE_FLOOR

@@ -44,7 +44,7 @@ __all__ = [
     "validate_account",
 ]
 
-logger = logging.getLogger("appdb")
+logger: logging.Logger = logging.getLogger("appdb")
 
 # Statements that do not depend on the dialect, built once with bound parameters.
 USERS = metadata.tables["users"]

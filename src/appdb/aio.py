@@ -2,9 +2,11 @@
 
 Each twin has the name, arguments, result and errors of its sync original and runs that very
 function in the session with `AsyncSession.run_sync`, so the SQL is the same statement for
-statement and there is one implementation to maintain. Hashing and checking passwords takes
-tens of milliseconds of CPU, so those steps run in a worker thread and the event loop keeps
-serving other updates meanwhile::
+statement and there is one implementation to maintain. The twins are written out (not
+generated) so that type checkers and `pyright --verifytypes` see their exact signatures and
+overloads; `tests/test_aio.py` checks that they keep matching the originals. Hashing and
+checking passwords takes tens of milliseconds of CPU, so those steps run in a worker thread
+and the event loop keeps serving other updates meanwhile::
 
     async with async_session_scope() as session:
         user = await aio.touch_telegram_user(session, message.from_user)
@@ -14,20 +16,20 @@ serving other updates meanwhile::
 from __future__ import annotations
 
 import asyncio
-import inspect
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal, overload
 
 from appdb import messages, users
 from appdb._accounts import find_login, hash_of, insert_account, record_login, validate_account
 from appdb._passwords import check_password, hash_password
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Iterable
 
     from sqlalchemy.ext.asyncio import AsyncSession
-    from sqlalchemy.orm import Session
 
-    from appdb.models import User
+    from appdb.models import Message, User
+    from appdb.rows import MessageRow, UserRow
+    from appdb.users import TelegramProfile
 
 __all__ = [
     "authenticate",
@@ -45,44 +47,236 @@ __all__ = [
     "unread_count",
 ]
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
+# The originals' implementations, not their overloads: a twin passes `as_row` on as a bool.
+_touch: Callable[..., User | UserRow] = users.touch_telegram_user
+_send: Callable[..., Message | MessageRow] = messages.send_message
+_inbox: Callable[..., list[Message] | list[MessageRow]] = messages.inbox
 
 
-def _twin(
-    operation: Callable[Concatenate[Session, _P], _T],
-) -> Callable[Concatenate[AsyncSession, _P], Coroutine[Any, Any, _T]]:
-    """Make the async twin of a sync operation: same name, arguments, docs, result, errors."""
+@overload
+async def touch_telegram_user(
+    session: AsyncSession, user_or_id: TelegramProfile, /, *, as_row: Literal[False] = False
+) -> User: ...
 
-    async def twin(session: AsyncSession, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        return await session.run_sync(operation, *args, **kwargs)
 
-    twin.__name__ = twin.__qualname__ = operation.__name__
-    twin.__module__ = __name__
-    twin.__doc__ = (
-        f"Async twin of `{operation.__module__}.{operation.__name__}`, for an `AsyncSession`.\n\n"
-        f"{inspect.getdoc(operation)}"
+@overload
+async def touch_telegram_user(
+    session: AsyncSession, user_or_id: TelegramProfile, /, *, as_row: Literal[True]
+) -> UserRow: ...
+
+
+@overload
+async def touch_telegram_user(
+    session: AsyncSession,
+    user_or_id: int,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+    as_row: Literal[False] = False,
+) -> User: ...
+
+
+@overload
+async def touch_telegram_user(
+    session: AsyncSession,
+    user_or_id: int,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+    as_row: Literal[True],
+) -> UserRow: ...
+
+
+async def touch_telegram_user(  # noqa: PLR0913 - the profile's fields, by name
+    session: AsyncSession,
+    user_or_id: int | TelegramProfile,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+    as_row: bool = False,
+) -> User | UserRow:
+    """Async twin of `appdb.users.touch_telegram_user`, for an `AsyncSession`.
+
+    The same arguments, result and errors: get-or-create the Telegram user and refresh the
+    profile and ``last_login_at`` in one statement.
+    """
+    return await session.run_sync(
+        _touch,
+        user_or_id,
+        username=username,
+        first_name=first_name,
+        last_name=last_name,
+        language_code=language_code,
+        is_premium=is_premium,
+        as_row=as_row,
     )
-    # help(), IDEs and documentation tools show the real arguments, not *args/**kwargs.
-    session, *arguments = inspect.signature(operation).parameters.values()
-    twin.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [session.replace(annotation="AsyncSession"), *arguments],
-        return_annotation=inspect.signature(operation).return_annotation,
+
+
+async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
+    """Async twin of `appdb.users.get_user_by_username`, for an `AsyncSession`."""
+    return await session.run_sync(users.get_user_by_username, username)
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    """Async twin of `appdb.users.get_user_by_email`, for an `AsyncSession`."""
+    return await session.run_sync(users.get_user_by_email, email)
+
+
+async def get_user_by_telegram_id(session: AsyncSession, telegram_user_id: int) -> User | None:
+    """Async twin of `appdb.users.get_user_by_telegram_id`, for an `AsyncSession`."""
+    return await session.run_sync(users.get_user_by_telegram_id, telegram_user_id)
+
+
+async def link_telegram(session: AsyncSession, user_id: int, telegram_user_id: int) -> User:
+    """Async twin of `appdb.users.link_telegram`, for an `AsyncSession`."""
+    return await session.run_sync(users.link_telegram, user_id, telegram_user_id)
+
+
+@overload
+async def send_message(
+    session: AsyncSession,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    idempotency_key: str | None = None,
+    as_row: Literal[False] = False,
+) -> Message: ...
+
+
+@overload
+async def send_message(
+    session: AsyncSession,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    idempotency_key: str | None = None,
+    as_row: Literal[True],
+) -> MessageRow: ...
+
+
+async def send_message(  # noqa: PLR0913 - the message's fields, by name
+    session: AsyncSession,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    idempotency_key: str | None = None,
+    as_row: bool = False,
+) -> Message | MessageRow:
+    """Async twin of `appdb.messages.send_message`, for an `AsyncSession`.
+
+    The same arguments, result and errors, idempotency key included.
+    """
+    return await session.run_sync(
+        _send,
+        sender_id=sender_id,
+        recipient_id=recipient_id,
+        content=content,
+        parent_id=parent_id,
+        conversation_id=conversation_id,
+        idempotency_key=idempotency_key,
+        as_row=as_row,
     )
-    return twin
 
 
-touch_telegram_user = _twin(users.touch_telegram_user)
-get_user_by_username = _twin(users.get_user_by_username)
-get_user_by_email = _twin(users.get_user_by_email)
-get_user_by_telegram_id = _twin(users.get_user_by_telegram_id)
-link_telegram = _twin(users.link_telegram)
-send_message = _twin(messages.send_message)
-inbox = _twin(messages.inbox)
-conversation = _twin(messages.conversation)
-replies = _twin(messages.replies)
-unread_count = _twin(messages.unread_count)
-mark_read = _twin(messages.mark_read)
+@overload
+async def inbox(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    limit: int = messages.DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+    unread_only: bool = False,
+    as_rows: Literal[False] = False,
+) -> list[Message]: ...
+
+
+@overload
+async def inbox(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    limit: int = messages.DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+    unread_only: bool = False,
+    as_rows: Literal[True],
+) -> list[MessageRow]: ...
+
+
+async def inbox(  # noqa: PLR0913 - the page's parameters, by name
+    session: AsyncSession,
+    user_id: int,
+    *,
+    limit: int = messages.DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+    unread_only: bool = False,
+    as_rows: bool = False,
+) -> list[Message] | list[MessageRow]:
+    """Async twin of `appdb.messages.inbox`, for an `AsyncSession`."""
+    return await session.run_sync(
+        _inbox,
+        user_id,
+        limit=limit,
+        before_id=before_id,
+        unread_only=unread_only,
+        as_rows=as_rows,
+    )
+
+
+async def conversation(
+    session: AsyncSession,
+    conversation_id: str,
+    *,
+    limit: int = messages.DEFAULT_PAGE_SIZE,
+    before_id: int | None = None,
+) -> list[Message]:
+    """Async twin of `appdb.messages.conversation`, for an `AsyncSession`."""
+    return await session.run_sync(
+        messages.conversation, conversation_id, limit=limit, before_id=before_id
+    )
+
+
+async def replies(session: AsyncSession, message_id: int) -> list[Message]:
+    """Async twin of `appdb.messages.replies`, for an `AsyncSession`."""
+    return await session.run_sync(messages.replies, message_id)
+
+
+async def unread_count(session: AsyncSession, user_id: int) -> int:
+    """Async twin of `appdb.messages.unread_count`, for an `AsyncSession`."""
+    return await session.run_sync(messages.unread_count, user_id)
+
+
+async def mark_read(
+    session: AsyncSession,
+    user_id: int,
+    *,
+    message_ids: Iterable[int] | None = None,
+    conversation_id: str | None = None,
+) -> int:
+    """Async twin of `appdb.messages.mark_read`, for an `AsyncSession`."""
+    return await session.run_sync(
+        messages.mark_read, user_id, message_ids=message_ids, conversation_id=conversation_id
+    )
 
 
 async def create_user(  # noqa: PLR0913 - a registration form's fields, by name

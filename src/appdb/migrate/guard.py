@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["at_heads", "current", "ensure_schema_current", "heads", "verify_current"]
 
-logger = logging.getLogger("appdb")
+logger: logging.Logger = logging.getLogger("appdb")
 
 
 def _heads_of(chains: Sequence[Chain]) -> list[tuple[str, ...]]:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     # An Alembic command that moves one chain to a target: upgrade, downgrade or stamp.
     AlembicCommand = Callable[[Config, str], None]
 
-logger = logging.getLogger("appdb")
+logger: logging.Logger = logging.getLogger("appdb")
 
 __all__ = [
     "AppliedRevision",
