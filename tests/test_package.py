@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -14,6 +15,7 @@ import pytest
 
 import appdb
 from appdb import exceptions
+from conftest import InstalledWheel
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -141,3 +143,17 @@ def test_import_leaves_the_asyncio_extension_for_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert "[]\nTrue\n" == result.stdout
+
+
+@pytest.mark.slow
+def test_wheel_description_has_no_dead_links(installed_wheel: InstalledWheel) -> None:
+    """The project page's text (the README) has no link relative to the repository."""
+    with zipfile.ZipFile(installed_wheel.wheel) as wheel:
+        (name,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
+        metadata = wheel.read(name).decode()
+    _, _, description = metadata.partition("\n\n")
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert description.startswith("# appdb")
+    assert "appdb-migrate upgrade" in description
+    assert [] == re.findall(r"\]\((?!https?://)[^)]*\)", description)
+    assert "`docs/deploying.md` (in the sdist)" in description
