@@ -94,7 +94,12 @@ def test_postgresql_lifecycle(database_url: URL, backend: str, tmp_path: Path) -
     assert 0 == run(*url, "upgrade", cwd=tmp_path).returncode
     assert f"{HEAD} (head)\n" == run(*url, "current", cwd=tmp_path).stdout
     check = run(*url, "check", cwd=tmp_path)
-    assert (0, "models and migrations agree\n") == (check.returncode, check.stdout)
+    # Nothing on stderr either: SQLite's unreflectable expression index is no warning.
+    assert (0, "models and migrations agree\n", "") == (
+        check.returncode,
+        check.stdout,
+        check.stderr,
+    )
     down = run(*url, "downgrade", "base", cwd=tmp_path)
     assert 0 == down.returncode
     assert "downgraded 0002_messages" in down.stdout
