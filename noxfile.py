@@ -373,6 +373,22 @@ def index(session: nox.Session) -> None:
             env=pip_env,
             external=True,
         )
+        # What the README's snippets need to run and type-check (test_readme.py): the tests
+        # extra, from the same index, and mypy.
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--index-url",
+            f"{url}/simple/",
+            f"appdb[tests]=={VERSION}",
+            "mypy",
+            env=pip_env,
+            external=True,
+        )
+    readme = _readme_check(work)
     postgresql = _test_env()["APPDB_TEST_DATABASE_URL"]
     database = f"appdb_index_{os.getpid()}"
     _admin_sql(session, python, postgresql, f'CREATE DATABASE "{database}"')
@@ -405,9 +421,41 @@ def index(session: nox.Session) -> None:
                     env={"APPDB_TEST_DATABASE_URL": test_database},
                     external=True,
                 )
+        # Every README snippet, unchanged, against the appdb installed from the index (SQLite
+        # and PostgreSQL), the backend and bot ones driven with requests and updates, and
+        # type-checked by mypy and pyright against the installed package.
+        with session.chdir(readme):
+            session.run(
+                python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_readme.py",
+                env=_test_env(),
+                external=True,
+            )
     finally:
         _admin_sql(session, python, postgresql, f'DROP DATABASE IF EXISTS "{database}"')
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _readme_check(work: Path) -> Path:
+    """A directory outside the repo with the README, its test and nothing of appdb's source."""
+    readme = work / "readme"
+    (readme / "tests").mkdir(parents=True)
+    for name in ("test_readme.py", "conftest.py", "pgserver.py"):
+        shutil.copy(Path("tests", name), readme / "tests" / name)
+    for name in ("README.md", "pyproject.toml"):
+        shutil.copy(name, readme / name)
+    # The test snippet imports the backend example (`from backend.app import create_app`).
+    shutil.copytree(
+        Path("examples/backend/src"),
+        readme / "examples" / "backend" / "src",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return readme
 
 
 def _admin_sql(session: nox.Session, python: str, admin_url: str, statement: str) -> None:
