@@ -25,6 +25,16 @@ POSTGRESQL_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 VERSION = tomllib.loads(Path("pyproject.toml").read_text())["project"]["version"]
 
 
+# (directory, MYPYPATH) of each mypy --strict run over the tests; .ci/run runs the same.
+TEST_TYPECHECK_DIRECTORIES = [
+    ("tests", "src:tests"),
+    *(
+        (f"tests/{name}", f"src:tests/{name}:tests")
+        for name in ("reliability", "scaling", "ha", "skew")
+    ),
+]
+
+
 def _test_env() -> dict[str, str]:
     return {
         "APPDB_TEST_DATABASE_URL": os.environ.get("APPDB_TEST_DATABASE_URL", POSTGRESQL_ADMIN_URL)
@@ -66,9 +76,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Mypy --strict on src/; mypy and pyright strict on the API as typed and the README blocks."""
+    """Mypy --strict on src/ and tests/; mypy and pyright strict on the API and README blocks."""
     session.install("-e", ".[dev]")
     session.run("mypy")
+    # The tests, one run per directory: each has its own conftest.py, and its tests import
+    # helpers by bare name (its own directory first on MYPYPATH, then tests/ for pgserver etc.).
+    for directory, path in TEST_TYPECHECK_DIRECTORIES:
+        files = sorted(str(file) for file in Path(directory).glob("*.py"))
+        session.run("mypy", "--strict", *files, env={"MYPYPATH": path})
     # Also in the default pytest run; here for a quick look without databases.
     session.run(
         "pytest",

@@ -222,7 +222,7 @@ def recorded_statements(engine: sa.Engine) -> Iterator[list[str]]:
     """Collect the SQL statements an engine sends (the driver's own BEGIN is not one)."""
     sent: list[str] = []
 
-    def record(_connection, _cursor, statement, *_rest) -> None:
+    def record(_connection: sa.Connection, _cursor: object, statement: str, *_rest: object) -> None:
         sent.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", record)

@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import bcrypt
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from appdb import DatabaseSettings, User, cli, create_engine, messages, metadata, migrate
 from appdb.exceptions import MigrationError
@@ -44,7 +46,11 @@ def _engine(settings: DatabaseSettings) -> sa.Engine:
     return create_engine(settings)
 
 
-def _execute(settings: DatabaseSettings, *statements: str, params: list | None = None) -> None:
+def _execute(
+    settings: DatabaseSettings,
+    *statements: str,
+    params: list[tuple[str, Sequence[Mapping[str, Any]]]] | None = None,
+) -> None:
     # A plain engine: the legacy services ran SQLite without foreign key enforcement.
     engine = sa.create_engine(settings.database_url)
     try:
@@ -57,13 +63,19 @@ def _execute(settings: DatabaseSettings, *statements: str, params: list | None =
         engine.dispose()
 
 
-def snapshot(settings: DatabaseSettings) -> dict:
+def _get(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    assert user is not None
+    return user
+
+
+def snapshot(settings: DatabaseSettings) -> dict[str, Any]:
     """Every table's columns and rows: what "exactly as it was" compares."""
     engine = _engine(settings)
     try:
         with engine.connect() as connection:
             inspector = sa.inspect(connection)
-            found = {}
+            found: dict[str, Any] = {}
             for table in sorted(inspector.get_table_names()):
                 columns = [c["name"] for c in inspector.get_columns(table)]
                 rows = connection.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1").all()
@@ -163,16 +175,18 @@ def test_backend_layout_adopted(settings: DatabaseSettings, backend: str) -> Non
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            ids = list(session.exec(select(User.id).order_by(User.id)))
+            ids = list(session.exec(select(User.id).order_by(col(User.id))))
             assert [1, 2, 3, 7, 42] == ids
-            user = session.get(User, 7)
+            user = _get(session, 7)
             assert "user7@example.com" == user.email
             assert NAIVE.replace(tzinfo=UTC) == user.created_at
             assert user.created_at == user.updated_at
             # A web user logs in with the old bcrypt hash, and is rehashed.
             assert authenticate(session, "user7", PASSWORD) is not None
             session.commit()
-            assert session.get(User, 7).hashed_password.startswith("$argon2id$")
+            hashed_password = _get(session, 7).hashed_password
+            assert hashed_password is not None
+            assert hashed_password.startswith("$argon2id$")
             assert authenticate(session, "User42@example.com", PASSWORD) is not None
             # The services' operations work on the adopted rows.
             assert [9] == [m.id for m in messages.inbox(session, 42)]
@@ -215,7 +229,7 @@ def test_bot_layout_adopted(settings: DatabaseSettings) -> None:
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            user = session.get(User, 5)
+            user = _get(session, 5)
             assert (1005, "handle5", "First5") == (
                 user.telegram_user_id,
                 user.telegram_username,
@@ -224,7 +238,7 @@ def test_bot_layout_adopted(settings: DatabaseSettings) -> None:
             touched = touch_telegram_user(session, 1005, first_name="Renamed")
             session.commit()
             assert 5 == touched.id
-            assert "Renamed" == session.get(User, 5).first_name
+            assert "Renamed" == _get(session, 5).first_name
             new = touch_telegram_user(session, 77)
             session.commit()
             assert new.id > 5
@@ -251,7 +265,7 @@ def test_spec_layout_adopted(settings: DatabaseSettings) -> None:
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            user = session.get(User, 3)
+            user = _get(session, 3)
             assert (333, "spec_user", True) == (
                 user.telegram_user_id,
                 user.telegram_username,
@@ -299,9 +313,9 @@ def test_values_that_do_not_fit_are_listed_and_refused(
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            assert "user7+dup50@example.com" == session.get(User, 50).email
-            assert "user7@example.com" == session.get(User, 7).email
-            assert "x" * 128 == session.get(User, 51).full_name
+            assert "user7+dup50@example.com" == _get(session, 50).email
+            assert "user7@example.com" == _get(session, 7).email
+            assert "x" * 128 == _get(session, 51).full_name
     finally:
         engine.dispose()
 
@@ -396,7 +410,7 @@ def test_injected_error_leaves_database_as_it_was(
     seed_backend(settings, backend)
     before = snapshot(settings)
 
-    def fail(*_args, **_kwargs):
+    def fail(*_args: object, **_kwargs: object) -> NoReturn:
         raise MigrationError("injected failure")
 
     monkeypatch.setattr(importlib.import_module("appdb.migrate.adopt"), "_verify_counts", fail)
@@ -450,7 +464,9 @@ def _url(settings: DatabaseSettings) -> str:
     return settings.database_url.render_as_string(hide_password=False)
 
 
-def test_cli_plan_sql_and_adopt(settings: DatabaseSettings, backend: str, capsys) -> None:
+def test_cli_plan_sql_and_adopt(
+    settings: DatabaseSettings, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The CLI's --plan and --sql change nothing; adopt does it; refusals exit 1 with one line."""
     seed_backend(settings, backend)
     before = snapshot(settings)
@@ -472,7 +488,9 @@ def test_cli_plan_sql_and_adopt(settings: DatabaseSettings, backend: str, capsys
     assert 1 == len(error.strip().splitlines())
 
 
-def test_cli_plan_lists_unfit_values_and_exits_1(settings: DatabaseSettings, capsys) -> None:
+def test_cli_plan_lists_unfit_values_and_exits_1(
+    settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A plan with a value that does not fit lists it and exits 1."""
     seed_backend(
         settings, "sqlite" if settings.database_url.get_backend_name() == "sqlite" else "postgresql"
@@ -487,7 +505,9 @@ def test_cli_plan_lists_unfit_values_and_exits_1(settings: DatabaseSettings, cap
     )
 
 
-def test_cli_bad_timezone_is_usage_error(settings: DatabaseSettings, capsys) -> None:
+def test_cli_bad_timezone_is_usage_error(
+    settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An unknown zone for naive timestamps exits 2."""
     seed_backend(
         settings, "sqlite" if settings.database_url.get_backend_name() == "sqlite" else "postgresql"
@@ -579,8 +599,8 @@ def test_quotes_and_percent_in_replaced_values(settings: DatabaseSettings, backe
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            assert "Pct%O'k" == session.get(User, 60).username
-            assert "pct%o'k_61" == session.get(User, 61).username
+            assert "Pct%O'k" == _get(session, 60).username
+            assert "pct%o'k_61" == _get(session, 61).username
     finally:
         engine.dispose()
 
@@ -599,7 +619,7 @@ def test_bot_layout_overlong_handle_and_naive_zone(settings: DatabaseSettings) -
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            user = session.get(User, 2)
+            user = _get(session, 2)
             assert "h" * 32 == user.telegram_username
             # 12:30 in Berlin (CET, UTC+1 on 1 March) is 11:30 UTC.
             assert datetime(2024, 3, 1, 11, 30, tzinfo=UTC) == user.created_at

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -54,8 +55,9 @@ def test_twins_match_the_sync_operations(name: str) -> None:
     assert f"Async twin of `{original.__module__}.{name}`" in twin.__doc__
 
 
-def _original(name: str):
-    return getattr(users if hasattr(users, name) else messages, name)
+def _original(name: str) -> Callable[..., object]:
+    function: Callable[..., object] = getattr(users if hasattr(users, name) else messages, name)
+    return function
 
 
 def test_every_operation_has_a_twin() -> None:
@@ -249,7 +251,9 @@ async def test_lookups_and_link(async_session: AsyncSession, engine: sa.Engine) 
     assert ann is await aio.get_user_by_telegram_id(async_session, 42)
     await async_session.commit()
     with Session(engine) as session:
-        assert 42 == session.get(User, ann.id).telegram_user_id
+        stored = session.get(User, ann.id)
+        assert stored is not None
+        assert 42 == stored.telegram_user_id
 
 
 async def test_wrong_types_and_over_long_passwords_are_invalid_input(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
-from alembic.operations import Operations
+from alembic.operations import BatchOperations, Operations
 from sqlalchemy.engine import URL
 
 from appdb import DatabaseSettings, create_engine, metadata, migrate
@@ -26,7 +27,9 @@ def _execute(settings: DatabaseSettings, *statements: str) -> None:
         engine.dispose()
 
 
-def _batch(settings: DatabaseSettings, table: str, change) -> None:
+def _batch(
+    settings: DatabaseSettings, table: str, change: Callable[[BatchOperations], None]
+) -> None:
     """Alter a table the way a migration would (SQLite rebuilds it in batch mode)."""
     engine = create_engine(settings)
     try:
@@ -39,7 +42,7 @@ def _batch(settings: DatabaseSettings, table: str, change) -> None:
 
 
 @pytest.fixture
-def other_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path):
+def other_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[URL]:
     """A second fresh database on the same backend."""
     if backend == "sqlite":
         yield URL.create("sqlite", database=str(tmp_path / "other.sqlite3"))
@@ -115,7 +118,7 @@ def test_check_finds_changed_check_expression(settings: DatabaseSettings) -> Non
     """A CHECK with the same name and another expression is listed as modified."""
     migrate.upgrade(settings=settings)
 
-    def change(batch) -> None:
+    def change(batch: BatchOperations) -> None:
         batch.drop_constraint("ck_users_telegram_user_id_positive", type_="check")
         batch.create_check_constraint(
             "ck_users_telegram_user_id_positive", sa.text("telegram_user_id > -5")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -15,6 +16,9 @@ from sqlalchemy.engine import URL
 from appdb import DatabaseSettings, create_engine, migrate
 from appdb.migrate.chains import appdb_chain, script_directory
 from appdb.migrate.lock import LOCK_KEY
+
+if TYPE_CHECKING:
+    from conftest import InstalledWheel
 
 # The head of appdb's chain, whatever revision that is now.
 HEAD = script_directory(appdb_chain()).get_current_head()
@@ -240,7 +244,9 @@ def test_lock_waiter_times_out_exit_1(database_url: URL, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_installed_wheel_migrates_from_anywhere(installed_wheel, tmp_path: Path) -> None:
+def test_installed_wheel_migrates_from_anywhere(
+    installed_wheel: InstalledWheel, tmp_path: Path
+) -> None:
     """From the built wheel, outside the repo, with no alembic.ini: upgrade then current --check."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "PYTHON"))}
     script = str(installed_wheel.bin / "appdb-migrate")

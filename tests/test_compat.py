@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from packaging.version import Version
-from sqlmodel import Session
+from sqlmodel import Session, func, select
 
 import appdb
 from appdb import DatabaseSettings, Message, SchemaMismatchError, create_engine, migrate
@@ -100,7 +100,9 @@ def _contract(revision: str, compatibility: str, since: str) -> RevisionContract
         ([("1", "breaking", "0.1.0"), ("2", "breaking", "0.2.0")], "0.1.5", "package is"),
     ],
 )
-def test_version_policy(chain: list[tuple[str, str, str]], package: str, problem: str | None):
+def test_version_policy(
+    chain: list[tuple[str, str, str]], package: str, problem: str | None
+) -> None:
     """Breaking needs a major bump (minor before 1.0), additive any; the package is newest."""
     problems = version_policy_problems([_contract(*item) for item in chain], Version(package))
     if problem is None:
@@ -226,7 +228,7 @@ def test_a_query_that_meets_a_dropped_column_raises_schema_mismatch(
             get_user_by_username(session, "ann")
         assert "newer appdb's breaking migration" in str(raised.value)
         session.rollback()
-        assert 0 == session.exec(sa.select(sa.func.count()).select_from(Message)).one()[0]
+        assert 0 == session.exec(select(func.count()).select_from(Message)).one()
     engine.dispose()
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, cast
 
 import pytest
 import sqlalchemy as sa
@@ -64,7 +65,7 @@ def test_get_db_commits_what_route_commits_and_closes(engine: sa.Engine) -> None
         response = client.post("/users/ann")
     assert 200 == response.status_code
     assert 1 == _count_users(engine)
-    assert 0 == engine.pool.checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
 
 
 def test_get_db_rolls_back_on_error_and_closes(engine: sa.Engine) -> None:
@@ -74,14 +75,14 @@ def test_get_db_rolls_back_on_error_and_closes(engine: sa.Engine) -> None:
         response = client.post("/fail/bob")
     assert 500 == response.status_code
     assert 0 == _count_users(engine)
-    assert 0 == engine.pool.checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
 
 
 def test_get_db_can_be_overridden(engine: sa.Engine) -> None:
     """dependency_overrides replaces get_db, the usual way tests inject a session."""
     app = _app()
 
-    def override():
+    def override() -> Iterator[Session]:
         with Session(engine) as session:
             yield session
 
@@ -98,7 +99,8 @@ def test_get_async_db_commits_and_rolls_back(engine: sa.Engine, settings: Databa
     with TestClient(_app(), raise_server_exceptions=False) as client:
         assert 200 == client.post("/async/users/dora").status_code
         assert 500 == client.post("/async/fail/erin").status_code
-        checked_out = async_engine.sync_engine.pool.checkedout()
+        checked_out = cast("sa.QueuePool", async_engine.sync_engine.pool).checkedout()
+        assert client.portal is not None
         client.portal.call(async_engine.dispose)
     assert 0 == checked_out
     with Session(engine) as session:
@@ -106,7 +108,7 @@ def test_get_async_db_commits_and_rolls_back(engine: sa.Engine, settings: Databa
 
 
 @pytest.mark.parametrize("dependency", [get_db, get_async_db])
-def test_dependencies_are_generators(dependency) -> None:
+def test_dependencies_are_generators(dependency: Callable[..., object]) -> None:
     """Both are plain (async) generator functions, as FastAPI's Depends expects."""
     import inspect  # noqa: PLC0415
 

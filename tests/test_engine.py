@@ -7,6 +7,8 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import cast
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -44,7 +46,7 @@ def test_engine_does_not_connect_when_built() -> None:
     settings = DatabaseSettings(url=SECRET_URL, connect_timeout=1)
     assert SECRET_PASSWORD == settings.database_url.password
     engine = create_engine(settings)
-    assert 0 == engine.pool.checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
     with pytest.raises(DatabaseUnavailableError, match=r"127\.0\.0\.1:1\b") as info:
         engine.connect()
     _assert_secret_absent(str(info.value))
@@ -70,7 +72,7 @@ def test_engine_repr_hides_password() -> None:
 
 
 def test_default_engine_is_lazy_cached_and_resettable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """get_engine builds one engine from get_settings and reset_engines forgets it."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'a.sqlite3'}")
@@ -85,7 +87,7 @@ def test_default_engine_is_lazy_cached_and_resettable(
 
 
 def test_default_engines_are_built_once_under_concurrent_first_use(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Threads that ask for a default engine at the same moment all get the same one."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.sqlite3'}")
@@ -101,7 +103,7 @@ def test_default_engines_are_built_once_under_concurrent_first_use(
     assert 1 == len({id(async_engine) for _, async_engine in engines})
 
 
-def test_sqlite_enforces_foreign_keys_and_busy_timeout(tmp_path) -> None:
+def test_sqlite_enforces_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
     """Every SQLite connection has foreign keys on and the configured busy timeout."""
     settings = DatabaseSettings(
         url=URL.create("sqlite", database=str(tmp_path / "f.db")), sqlite_busy_timeout=2.5
@@ -112,7 +114,7 @@ def test_sqlite_enforces_foreign_keys_and_busy_timeout(tmp_path) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_sqlite_enforces_foreign_keys(tmp_path) -> None:
+async def test_async_sqlite_enforces_foreign_keys(tmp_path: Path) -> None:
     """Aiosqlite connections get the same pragma."""
     engine = create_async_engine(
         DatabaseSettings(url=URL.create("sqlite", database=str(tmp_path / "f.db")))
@@ -148,7 +150,9 @@ def test_pool_gives_the_configured_size_then_times_out(pg_settings: DatabaseSett
         with pytest.raises(PoolTimeoutError, match=r"within 0\.3s"):
             engine.connect()
         assert 0.25 <= time.monotonic() - started < 10
-    assert 1 == engine.pool.checkedin()  # the overflow connection was closed, the pooled one kept
+    assert (
+        1 == cast("sa.QueuePool", engine.pool).checkedin()
+    )  # the overflow connection was closed, the pooled one kept
     engine.dispose()
 
 
@@ -214,7 +218,7 @@ def test_postgresql_url_options_are_merged(database_url: URL, backend: str) -> N
     engine.dispose()
 
 
-def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path) -> None:
+def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path: Path) -> None:
     """SQLite's counterpart of an unreachable server: the error names the file."""
     path = tmp_path / "missing-directory" / "app.sqlite3"
     engine = create_engine(DatabaseSettings(url=URL.create("sqlite", database=str(path))))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -132,7 +132,7 @@ INDEX_PAYS_OFF = [
     "mark_read_all",
     "mark_read_conversation",
 ]
-SECONDARY_INDEXES = sorted(index.name for index in metadata.tables["messages"].indexes)
+SECONDARY_INDEXES = sorted(cast("str", index.name) for index in metadata.tables["messages"].indexes)
 
 
 def _expect_error(operation: Callable[[], object]) -> None:
@@ -171,7 +171,9 @@ def _statements_of(engine: sa.Engine, operation: Operation) -> list[tuple[str, A
     """Run an operation in a transaction that is rolled back; return what it sent."""
     sent: list[tuple[str, Any]] = []
 
-    def record(_connection, _cursor, statement, parameters, *_rest) -> None:
+    def record(
+        _connection: sa.Connection, _cursor: object, statement: str, parameters: Any, *_rest: object
+    ) -> None:
         if not statement.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
             sent.append((statement, parameters))
 
@@ -188,7 +190,8 @@ def _statements_of(engine: sa.Engine, operation: Operation) -> list[tuple[str, A
 def _plan(connection: sa.Connection, statement: str, parameters: Any) -> dict[str, Any]:
     """PostgreSQL's plan for a statement with these parameters (psycopg decodes the JSON)."""
     explained = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-    return explained.scalar_one()[0]
+    plan: dict[str, Any] = explained.scalar_one()[0]
+    return plan
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ import bcrypt
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb import User, aio
 from appdb._passwords import check_password, hash_scheme
@@ -33,7 +34,9 @@ def _stored_hash(engine: sa.Engine, user_id: int) -> str:
 
 
 @pytest.mark.parametrize("prefix", [b"2a", b"2b"])
-def test_bcrypt_hash_logs_in_and_is_rehashed(session: Session, engine, prefix: bytes) -> None:
+def test_bcrypt_hash_logs_in_and_is_rehashed(
+    session: Session, engine: sa.Engine, prefix: bytes
+) -> None:
     """A $2a$/$2b$ hash verifies, and the stored hash becomes Argon2id in the same login."""
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4, prefix)).decode()
     assert legacy.startswith(f"${prefix.decode()}$")
@@ -51,7 +54,7 @@ def test_bcrypt_hash_logs_in_and_is_rehashed(session: Session, engine, prefix: b
     assert rehashed == _stored_hash(engine, user_id)
 
 
-def test_bcrypt_wrong_password_keeps_hash(session: Session, engine) -> None:
+def test_bcrypt_wrong_password_keeps_hash(session: Session, engine: sa.Engine) -> None:
     """A wrong password against a bcrypt hash fails and leaves the hash as it was."""
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     user_id = _legacy_user(session, legacy)
@@ -93,7 +96,7 @@ def test_hash_scheme_names_only_the_prefix() -> None:
 
 
 @pytest.mark.anyio
-async def test_bcrypt_hash_logs_in_async(async_session, engine) -> None:
+async def test_bcrypt_hash_logs_in_async(async_session: AsyncSession, engine: sa.Engine) -> None:
     """The async twin verifies bcrypt and rehashes too."""
     legacy = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     with Session(engine) as session:

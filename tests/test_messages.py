@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from appdb import (
     AlreadyExistsError,
@@ -46,7 +47,7 @@ def bob(session: Session) -> User:
     return user
 
 
-def _send(session: Session, sender: User, recipient: User, count: int, **fields) -> list[int]:
+def _send(session: Session, sender: User, recipient: User, count: int, **fields: Any) -> list[int]:
     """Send `count` messages and return their ids, oldest first."""
     return [
         send_message(
@@ -75,6 +76,7 @@ def test_send_message(session: Session, ann: User, bob: User) -> None:
     session.commit()
     session.expire_all()
     stored = session.get(Message, message.id)
+    assert stored is not None
     assert (ann.id, bob.id, "  hi\n", False, None, "c1") == (
         stored.sender_id,
         stored.recipient_id,
@@ -138,11 +140,13 @@ def test_send_to_self(session: Session, ann: User) -> None:
     ],
 )
 def test_send_unknown_reference(
-    session: Session, ann: User, bob: User, field: str, error, name: str
+    session: Session, ann: User, bob: User, field: str, error: type[NotFoundError], name: str
 ) -> None:
     """A missing sender, recipient or parent raises a NotFoundError; the transaction survives."""
     kept = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="kept")
-    fields = {"sender_id": ann.id, "recipient_id": bob.id, "content": "lost"} | {field: 999}
+    fields: dict[str, Any] = {"sender_id": ann.id, "recipient_id": bob.id, "content": "lost"} | {
+        field: 999
+    }
     with pytest.raises(error, match=f"{name}.*999") as caught:
         send_message(session, **fields)
     assert isinstance(caught.value, NotFoundError)
@@ -180,12 +184,14 @@ def test_session_usable_after_rollback(session: Session, ann: User, bob: User) -
     ],
 )
 def test_send_rejects_bad_input(
-    session: Session, ann: User, bob: User, statements: list[str], field: str, value
+    session: Session, ann: User, bob: User, statements: list[str], field: str, value: Any
 ) -> None:
     """Empty, over-long or NUL content, bad ids and conversations fail before any SQL."""
     kept = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="kept")
     statements.clear()
-    fields = {"sender_id": ann.id, "recipient_id": bob.id, "content": "hi"} | {field: value}
+    fields: dict[str, Any] = {"sender_id": ann.id, "recipient_id": bob.id, "content": "hi"} | {
+        field: value
+    }
     with pytest.raises(InvalidInputError, match=field):
         send_message(session, **fields)
     assert [] == statements
@@ -194,10 +200,12 @@ def test_send_rejects_bad_input(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_send_while_sender_is_deleted(session: Session, engine, ann: User, bob: User) -> None:
+def test_send_while_sender_is_deleted(
+    session: Session, engine: sa.Engine, ann: User, bob: User
+) -> None:
     """A sender deleted by a transaction committing mid-INSERT still gives UserNotFoundError."""
     deleting = Session(engine)
-    deleting.execute(sa.delete(User).where(User.id == ann.id))
+    deleting.execute(sa.delete(User).where(col(User.id) == ann.id))
     outcome: list[BaseException | Message] = []
 
     def send() -> None:
@@ -216,6 +224,7 @@ def test_send_while_sender_is_deleted(session: Session, engine, ann: User, bob: 
     deleting.close()
     sender.join(10)
     assert [UserNotFoundError] == [type(item) for item in outcome]
+    assert isinstance(outcome[0], BaseException)
     assert isinstance(outcome[0].__cause__, sa.exc.IntegrityError)
     session.rollback()
     assert 0 == _count(session)
@@ -224,8 +233,8 @@ def test_send_while_sender_is_deleted(session: Session, engine, ann: User, bob: 
 # --- idempotent sends -----------------------------------------------------------------------
 
 
-def _send_once(session: Session, sender: User, recipient: User, **fields) -> Message:
-    return send_message(
+def _send_once(session: Session, sender: User, recipient: User, **fields: Any) -> Message:
+    message: Message = send_message(
         session,
         sender_id=sender.id,
         recipient_id=recipient.id,
@@ -233,10 +242,11 @@ def _send_once(session: Session, sender: User, recipient: User, **fields) -> Mes
         idempotency_key=fields.pop("idempotency_key", "7f1c-key"),
         **fields,
     )
+    return message
 
 
 def test_idempotent_retry_returns_the_stored_message(
-    session: Session, engine, ann: User, bob: User
+    session: Session, engine: sa.Engine, ann: User, bob: User
 ) -> None:
     """A retry with the same key, from a new session after the commit, stores nothing new."""
     first_id = _send_once(session, ann, bob).id
@@ -294,7 +304,9 @@ def test_reused_key_for_another_message_is_refused(
 
 
 @pytest.mark.parametrize("key", ["", "k" * 65, "a\x00b", 5])
-def test_send_rejects_bad_idempotency_keys(session: Session, ann: User, bob: User, key) -> None:
+def test_send_rejects_bad_idempotency_keys(
+    session: Session, ann: User, bob: User, key: Any
+) -> None:
     """Empty, over 64 characters, NUL or not a string: InvalidInputError, no SQL."""
     with pytest.raises(InvalidInputError, match="idempotency_key"):
         _send_once(session, ann, bob, idempotency_key=key)
@@ -314,7 +326,7 @@ def test_keyed_send_is_one_statement(
 
 @pytest.mark.parametrize("first_commits", [True, False], ids=["commit", "rollback"])
 def test_concurrent_sends_with_one_key_store_one_message(
-    engine, ann: User, bob: User, *, first_commits: bool
+    engine: sa.Engine, ann: User, bob: User, *, first_commits: bool
 ) -> None:
     """A second send with the key waits for the first: its message if committed, else its own.
 
@@ -344,7 +356,7 @@ def test_concurrent_sends_with_one_key_store_one_message(
     first_session.close()
     second_session.close()
     with Session(engine) as check:
-        stored = check.scalars(sa.select(Message.id)).all()
+        stored = check.scalars(sa.select(col(Message.id))).all()
     # After a rollback the second send stores its own row (SQLite may reuse the freed id).
     assert len(outcome) == 1
     assert isinstance(outcome[0], int)
@@ -423,7 +435,7 @@ def test_inbox_never_offsets(
     ],
 )
 def test_inbox_rejects_bad_input(
-    session: Session, statements: list[str], arguments: dict, field: str
+    session: Session, statements: list[str], arguments: dict[str, Any], field: str
 ) -> None:
     """Limits outside 1..500 and bad ids raise InvalidInputError before any SQL."""
     arguments = {"user_id": 1} | arguments
@@ -457,7 +469,7 @@ def test_conversation_pages(session: Session, ann: User, bob: User) -> None:
     ],
 )
 def test_conversation_rejects_bad_input(
-    session: Session, statements: list[str], arguments: dict, field: str
+    session: Session, statements: list[str], arguments: dict[str, Any], field: str
 ) -> None:
     """Bad conversation ids, limits and before_ids raise InvalidInputError before any SQL."""
     arguments = {"conversation_id": "c1"} | arguments
@@ -493,7 +505,7 @@ def test_unread_count(session: Session, ann: User, bob: User, statements: list[s
         unread_count(session, 0)
 
 
-def test_mark_read_all(session: Session, engine, ann: User, bob: User) -> None:
+def test_mark_read_all(session: Session, engine: sa.Engine, ann: User, bob: User) -> None:
     """Without filters every unread message of the user is marked; the count is returned."""
     _send(session, ann, bob, 3)
     _send(session, bob, ann, 2)
@@ -554,7 +566,7 @@ def test_mark_read_empty_ids(session: Session, bob: User, statements: list[str])
     ],
 )
 def test_mark_read_rejects_bad_input(
-    session: Session, ann: User, bob: User, arguments: dict, field: str
+    session: Session, ann: User, bob: User, arguments: dict[str, Any], field: str
 ) -> None:
     """Bad ids, more than 500 ids or a bad conversation change nothing."""
     _send(session, ann, bob, 2)
@@ -565,7 +577,7 @@ def test_mark_read_rejects_bad_input(
 
 
 @pytest.mark.parametrize("message_ids", [5, 5.0, object()])
-def test_mark_read_non_iterable_ids_are_invalid_input(session: Session, message_ids) -> None:
+def test_mark_read_non_iterable_ids_are_invalid_input(session: Session, message_ids: Any) -> None:
     """A bare id (or any non-iterable) for message_ids raises InvalidInputError, not TypeError."""
     user = touch_telegram_user(session, 7)
     with pytest.raises(InvalidInputError, match="message_ids"):

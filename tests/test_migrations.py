@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pytest_alembic.tests import (
     test_model_definitions_match_ddl,
@@ -17,6 +19,7 @@ from pytest_alembic.tests import (
     test_upgrade,
 )
 from pytest_alembic.tests.experimental import test_downgrade_leaves_no_trace
+from sqlalchemy.engine import URL
 
 from appdb import DatabaseSettings, create_engine, metadata, migrate
 from appdb.compat import CONTRACT_TABLE
@@ -46,13 +49,13 @@ HEAD = script_directory(appdb_chain()).get_current_head()
 
 
 @pytest.fixture
-def alembic_config(settings: DatabaseSettings):
+def alembic_config(settings: DatabaseSettings) -> Config:
     """pytest-alembic runs appdb's real configuration (it hands env.py its own connection)."""
     return migrate.alembic_config(settings)
 
 
 @pytest.fixture
-def alembic_engine(settings: DatabaseSettings):
+def alembic_engine(settings: DatabaseSettings) -> Iterator[sa.Engine]:
     """pytest-alembic's engine: the fresh database of this test, on each backend."""
     engine = create_engine(settings)
     yield engine
@@ -202,6 +205,7 @@ Revision ID: 0003_fails
 Revises: __HEAD__
 """
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 from alembic import op
 
 revision = "0003_fails"
@@ -244,8 +248,11 @@ def downgrade():
 '''
 
 
-def _with_extra_revision(settings: DatabaseSettings, folder: Path, name: str, source: str):
+def _with_extra_revision(
+    settings: DatabaseSettings, folder: Path, name: str, source: str
+) -> Config:
     """Appdb's Alembic config with one more revision file in `folder`."""
+    assert HEAD is not None
     folder.mkdir()
     (folder / name).write_text(textwrap.dedent(source).replace("__HEAD__", HEAD))
     config = migrate.alembic_config(settings)
@@ -287,7 +294,7 @@ def test_failing_revision_leaves_previous_revision(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
-def test_ddl_lock_timeout_stops_waiting_for_table_lock(database_url) -> None:
+def test_ddl_lock_timeout_stops_waiting_for_table_lock(database_url: URL) -> None:
     """DDL that would queue behind a long transaction gives up after ddl_lock_timeout."""
     settings = DatabaseSettings(url=database_url, ddl_lock_timeout=300)
     migrate.upgrade("0001_users", settings)

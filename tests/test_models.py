@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from appdb import Message, User, metadata
 from appdb.models.types import BIGINT_MAX
 
 
-def _user(session: Session, **fields: object) -> User:
+def _user(session: Session, **fields: Any) -> User:
     user = User(**fields)
     session.add(user)
     session.commit()
@@ -31,7 +32,7 @@ def _violates(session: Session, obj: object) -> None:
 @pytest.mark.parametrize("field", ["username", "email", "telegram_user_id"])
 def test_unique_identities(session: Session, field: str) -> None:
     """Usernames, emails and Telegram ids are unique; the first row survives the clash."""
-    value = 77 if field == "telegram_user_id" else "same@x.io"
+    value: Any = 77 if field == "telegram_user_id" else "same@x.io"
     first = _user(session, **{field: value})
     _violates(session, User(**{field: value}))
     assert [first.id] == session.exec(select(User.id)).all()
@@ -61,7 +62,9 @@ def test_telegram_id_range(session: Session) -> None:
     _violates(session, User(telegram_user_id=0))
     big = _user(session, telegram_user_id=BIGINT_MAX)
     session.expire_all()
-    assert BIGINT_MAX == session.get(User, big.id).telegram_user_id
+    stored = session.get(User, big.id)
+    assert stored is not None
+    assert BIGINT_MAX == stored.telegram_user_id
 
 
 def test_message_foreign_keys(session: Session) -> None:
@@ -87,6 +90,7 @@ def test_message_defaults_and_64_bit_id(session: Session) -> None:
     session.commit()
     session.expire_all()
     stored = session.get(Message, 2**40)
+    assert stored is not None
     assert (False, None, None) == (stored.is_read, stored.parent_id, stored.conversation_id)
 
 
@@ -100,10 +104,12 @@ def test_reply_survives_parent_deletion(session: Session) -> None:
     session.add(reply)
     session.commit()
     reply_id = reply.id
-    session.execute(sa.delete(Message).where(Message.id == parent.id))
+    session.execute(sa.delete(Message).where(col(Message.id) == parent.id))
     session.commit()
     session.expire_all()
-    assert session.get(Message, reply_id).parent_id is None
+    stored = session.get(Message, reply_id)
+    assert stored is not None
+    assert stored.parent_id is None
 
 
 def test_deleting_user_deletes_their_messages(session: Session) -> None:
@@ -112,7 +118,7 @@ def test_deleting_user_deletes_their_messages(session: Session) -> None:
     bob = _user(session, username="bob")
     session.add(Message(sender_id=ann.id, recipient_id=bob.id, content="hi"))
     session.commit()
-    session.execute(sa.delete(User).where(User.id == ann.id))
+    session.execute(sa.delete(User).where(col(User.id) == ann.id))
     session.commit()
     assert [] == session.exec(select(Message)).all()
 
@@ -121,6 +127,7 @@ def test_timestamps_are_aware_utc_and_server_set(session: Session) -> None:
     """created_at/updated_at come from the database and read back as aware UTC."""
     before = datetime.now(UTC) - timedelta(seconds=2)
     user = _user(session, username="ann")
+    assert user.created_at is not None
     assert user.created_at.tzinfo is not None
     assert timedelta(0) == user.created_at.utcoffset()
     assert before <= user.created_at <= datetime.now(UTC) + timedelta(seconds=2)
@@ -136,6 +143,8 @@ def test_updated_at_moves_on_update(session: Session) -> None:
     session.commit()
     session.refresh(user)
     assert created == user.created_at
+    assert user.updated_at is not None
+    assert updated is not None
     assert user.updated_at > updated
 
 
@@ -144,7 +153,10 @@ def test_aware_datetimes_round_trip_in_utc(session: Session) -> None:
     moment = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=timezone(timedelta(hours=5)))
     user = _user(session, telegram_user_id=1, last_login_at=moment)
     session.expire_all()
-    stored = session.get(User, user.id).last_login_at
+    stored_user = session.get(User, user.id)
+    assert stored_user is not None
+    stored = stored_user.last_login_at
+    assert stored is not None
     assert moment == stored
     assert UTC == stored.tzinfo
 
@@ -169,12 +181,16 @@ def test_hashed_password_not_in_repr() -> None:
     assert "argon2-hash" not in repr(User(username="a", hashed_password="argon2-hash"))
 
 
+def _constraints_and_indexes(table: sa.Table) -> list[sa.Constraint | sa.Index]:
+    return [*table.constraints, *table.indexes]
+
+
 def test_naming_convention_names_every_constraint() -> None:
     """Every index and constraint has a predictable name (downgrades and batch mode need them)."""
     names = {
         constraint.name
         for table in metadata.tables.values()
-        for constraint in [*table.constraints, *table.indexes]
+        for constraint in _constraints_and_indexes(table)
     }
     assert {
         "pk_users",

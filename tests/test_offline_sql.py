@@ -48,7 +48,9 @@ def offline(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     ],
 )
 @pytest.mark.parametrize("command", [["upgrade"], ["downgrade", "base"]])
-def test_script_starts_with_the_ddl_lock_timeout(command, env, first, tmp_path: Path) -> None:
+def test_script_starts_with_the_ddl_lock_timeout(
+    command: list[str], env: dict[str, str], first: str, tmp_path: Path
+) -> None:
     """Before any BEGIN, the statement migrations/env.py runs online, with the same setting."""
     sql = offline(*command, cwd=tmp_path, env=env)
     lines = sql.splitlines()

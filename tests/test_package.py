@@ -10,12 +10,16 @@ import sys
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import appdb
 from appdb import exceptions
 from conftest import InstalledWheel
+
+if TYPE_CHECKING:
+    from conftest import InstalledWheel
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -99,7 +103,7 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_wheel_contents(installed_wheel) -> None:
+def test_wheel_contents(installed_wheel: InstalledWheel) -> None:
     """The wheel ships py.typed and the models, and no tests."""
     names = zipfile.ZipFile(installed_wheel.wheel).namelist()
     assert "appdb/py.typed" in names
@@ -108,7 +112,9 @@ def test_wheel_contents(installed_wheel) -> None:
 
 
 @pytest.mark.slow
-def test_installed_wheel_imports_from_outside_repo(installed_wheel, tmp_path: Path) -> None:
+def test_installed_wheel_imports_from_outside_repo(
+    installed_wheel: InstalledWheel, tmp_path: Path
+) -> None:
     """In a fresh venv, from a directory outside the repo, the API imports and works on SQLite."""
     code = (
         "import appdb, pathlib\n"

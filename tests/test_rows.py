@@ -30,6 +30,8 @@ def test_touch_as_row_is_the_same_upsert(session: Session, statements: list[str]
     )
     again = touch_telegram_user(session, profile, as_row=True)
     assert (row.id, None, "Lee") == (again.id, again.telegram_username, again.last_name)
+    assert again.last_login_at is not None
+    assert row.last_login_at is not None
     assert again.last_login_at >= row.last_login_at
     assert 2 == len(statements)
     assert [] == [o for o in session.identity_map.values() if isinstance(o, User)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from pydantic import ValidationError
 
@@ -55,8 +57,8 @@ def test_user_read_has_no_password_hash() -> None:
         id=1,
         username="ann",
         hashed_password="$argon2id$secret",
-        created_at="2030-01-01T00:00:00Z",
-        updated_at="2030-01-01T00:00:00Z",
+        created_at=datetime(2030, 1, 1, tzinfo=UTC),
+        updated_at=datetime(2030, 1, 1, tzinfo=UTC),
     )
     read = UserRead.model_validate(user)
     assert "hashed_password" not in UserRead.model_fields

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import cast
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,7 +23,9 @@ from appdb import (
     reset_engines,
     session_scope,
 )
-from appdb.session import async_sessionmaker
+
+# The name appdb.session still serves at run time (module __getattr__), unseen by type checkers.
+from appdb.session import async_sessionmaker  # type: ignore[attr-defined]
 
 
 def _count_users(engine: sa.Engine) -> int:
@@ -40,7 +46,7 @@ def test_session_local_neither_autoflushes_nor_autocommits(engine: sa.Engine) ->
 
 @pytest.mark.anyio
 async def test_async_session_local_does_not_autoflush_or_expire(
-    engine: sa.Engine, async_engine
+    engine: sa.Engine, async_engine: AsyncEngine
 ) -> None:
     """Async sessions do not flush before a query, and keep attributes loaded after a commit."""
     async with AsyncSessionLocal(bind=async_engine) as session:
@@ -65,7 +71,9 @@ def test_session_local_binds_lazily_to_settings(
     assert 1 == _count_users(engine)
 
 
-def test_session_local_is_rebuilt_after_reset(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_session_local_is_rebuilt_after_reset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """reset_engines makes SessionLocal follow changed settings."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'one.db'}")
     with SessionLocal() as session:
@@ -74,7 +82,9 @@ def test_session_local_is_rebuilt_after_reset(monkeypatch: pytest.MonkeyPatch, t
     reset_engines()
     with SessionLocal() as session:
         assert first is not session.get_bind()
-        assert str(tmp_path / "two.db") == session.get_bind().url.database
+        bind = session.get_bind()
+        assert isinstance(bind, sa.Engine)
+        assert str(tmp_path / "two.db") == bind.url.database
 
 
 def test_explicit_bind_wins(engine: sa.Engine) -> None:
@@ -102,7 +112,7 @@ def test_session_scope_rolls_back_and_reraises(engine: sa.Engine) -> None:
         session.flush()
         raise RuntimeError("boom")
     assert 0 == _count_users(engine)
-    assert 0 == engine.pool.checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
 
 
 def test_session_scope_closes(engine: sa.Engine) -> None:
@@ -110,8 +120,8 @@ def test_session_scope_closes(engine: sa.Engine) -> None:
     SessionLocal.configure(bind=engine)
     with session_scope() as session:
         session.exec(select(User)).all()
-        assert 1 == engine.pool.checkedout()
-    assert 0 == engine.pool.checkedout()
+        assert 1 == cast("sa.QueuePool", engine.pool).checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
 
 
 @pytest.mark.anyio

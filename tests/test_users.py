@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -40,6 +42,8 @@ from appdb.users import (
 
 PASSWORD = "correct horse battery"
 
+T = TypeVar("T")
+
 
 def _count(session: Session) -> int:
     return session.exec(select(func.count()).select_from(User)).one()
@@ -48,10 +52,14 @@ def _count(session: Session) -> int:
 def _stored(engine: sa.Engine, user_id: int) -> User:
     """The row as another session reads it after commit."""
     with Session(engine) as other:
-        return other.get(User, user_id)
+        stored = other.get(User, user_id)
+    assert stored is not None
+    return stored
 
 
-def _telegram_profile(user: User) -> tuple:
+def _telegram_profile(
+    user: User,
+) -> tuple[int | None, str | None, str | None, str | None, str | None, bool | None]:
     return (
         user.telegram_user_id,
         user.telegram_username,
@@ -62,7 +70,7 @@ def _telegram_profile(user: User) -> tuple:
     )
 
 
-def _register(session: Session, username: str = "ann", **fields) -> User:
+def _register(session: Session, username: str = "ann", **fields: Any) -> User:
     fields.setdefault("email", f"{username}@example.io")
     return create_user(session, username=username, password=PASSWORD, **fields)
 
@@ -85,6 +93,7 @@ def test_touch_creates_user_with_profile(session: Session) -> None:
     session.commit()
     assert user.id is not None
     assert (42, "ann_tg", "Ann", "Lee", "en", True) == _telegram_profile(user)
+    assert user.last_login_at is not None
     assert before <= user.last_login_at <= datetime.now(UTC)
     assert (None, None, None, True) == (
         user.username,
@@ -95,7 +104,7 @@ def test_touch_creates_user_with_profile(session: Session) -> None:
     assert 1 == _count(session)
 
 
-def test_touch_existing_refreshes_profile_and_login(session: Session, engine) -> None:
+def test_touch_existing_refreshes_profile_and_login(session: Session, engine: sa.Engine) -> None:
     """A later touch updates the same row: new profile, later login, created_at kept."""
     first = touch_telegram_user(session, 42, username="old", first_name="Ann", is_premium=True)
     session.commit()
@@ -117,7 +126,11 @@ def test_touch_existing_refreshes_profile_and_login(session: Session, engine) ->
         stored.is_premium,
     )
     assert created == stored.created_at
+    assert stored.last_login_at is not None
+    assert login is not None
     assert stored.last_login_at > login
+    assert stored.updated_at is not None
+    assert updated is not None
     assert stored.updated_at > updated
     assert again is first
     assert 1 == _count(session)
@@ -178,7 +191,8 @@ def test_touch_refuses_an_object_and_keywords(session: Session) -> None:
     """An aiogram user and profile keywords together are ambiguous."""
     from_user = AiogramUser(id=1, is_bot=False, first_name="Ann")
     with pytest.raises(TypeError, match="not both"):
-        touch_telegram_user(session, from_user, first_name="Other")
+        # An object and keywords together, on purpose.
+        touch_telegram_user(session, from_user, first_name="Other")  # type: ignore[call-overload]
 
 
 def test_touch_takes_the_user_or_id_by_position(session: Session) -> None:
@@ -212,7 +226,11 @@ def test_touch_refuses_an_object_without_an_id(session: Session) -> None:
     ],
 )
 def test_touch_rejects_bad_input(
-    session: Session, engine, statements: list[str], arguments: dict, field: str
+    session: Session,
+    engine: sa.Engine,
+    statements: list[str],
+    arguments: dict[str, Any],
+    field: str,
 ) -> None:
     """Bad ids and over-long fields raise InvalidInputError before any SQL; nothing changes."""
     existing = touch_telegram_user(session, 42, first_name="Ann")
@@ -230,12 +248,12 @@ def test_touch_rejects_bad_input(
     assert 2 == _count(session)
 
 
-def _race(settings: DatabaseSettings, threads: int, work) -> list:
+def _race(settings: DatabaseSettings, threads: int, work: Callable[[Session, int], T]) -> list[T]:
     """Run work(session, index) in threads, each with its own session, released at once."""
     racing = create_engine(settings.model_copy(update={"pool_size": threads}))
     start = threading.Barrier(threads)
 
-    def run(index: int):
+    def run(index: int) -> T:
         with Session(racing) as session:
             start.wait()
             return work(session, index)
@@ -246,7 +264,9 @@ def _race(settings: DatabaseSettings, threads: int, work) -> list:
     return outcomes
 
 
-def test_concurrent_first_touches_make_one_row(settings: DatabaseSettings, engine) -> None:
+def test_concurrent_first_touches_make_one_row(
+    settings: DatabaseSettings, engine: sa.Engine
+) -> None:
     """12 threads touching a new id at once, each in its own session: one row, no error."""
 
     def touch(session: Session, index: int) -> int:
@@ -259,13 +279,14 @@ def test_concurrent_first_touches_make_one_row(settings: DatabaseSettings, engin
         rows = session.exec(select(User)).all()
     assert [rows[0].id] * 12 == ids
     assert 1 == len(rows)
+    assert rows[0].first_name is not None
     assert rows[0].first_name.startswith("Ann ")
 
 
 # --- create_user --------------------------------------------------------------------------
 
 
-def test_create_user_stores_an_argon2_hash(session: Session, engine) -> None:
+def test_create_user_stores_an_argon2_hash(session: Session, engine: sa.Engine) -> None:
     """Registration stores the lower-cased email and an Argon2id hash, never the password."""
     user = create_user(
         session,
@@ -285,6 +306,7 @@ def test_create_user_stores_an_argon2_hash(session: Session, engine) -> None:
         stored.is_active,
         stored.is_superuser,
     )
+    assert stored.hashed_password is not None
     assert stored.hashed_password.startswith("$argon2id$")
     assert PASSWORD not in stored.hashed_password
     assert PasswordHasher().verify(stored.hashed_password, PASSWORD)
@@ -305,7 +327,13 @@ def test_create_user_is_one_statement(session: Session, statements: list[str]) -
         ("ann", "ann@example.io", UsernameTakenError),
     ],
 )
-def test_create_user_duplicates(session: Session, engine, username, email, error) -> None:
+def test_create_user_duplicates(
+    session: Session,
+    engine: sa.Engine,
+    username: str,
+    email: str,
+    error: type[AlreadyExistsError],
+) -> None:
     """A taken username or email raises its own error; the transaction and first user survive."""
     first = _register(session)
     session.commit()
@@ -317,7 +345,9 @@ def test_create_user_duplicates(session: Session, engine, username, email, error
     assert isinstance(caught.value, AppDBError)
     # The failed registration did not abort the transaction: the touch before it commits.
     session.commit()
-    assert earlier.id == get_user_by_telegram_id(session, 42).id
+    found = get_user_by_telegram_id(session, 42)
+    assert found is not None
+    assert earlier.id == found.id
     assert hashed == _stored(engine, first.id).hashed_password
     assert 2 == _count(session)
 
@@ -382,7 +412,7 @@ def test_create_user_rejects_bad_input(
     assert 0 == _count(session)
 
 
-def test_registration_race(settings: DatabaseSettings, engine) -> None:
+def test_registration_race(settings: DatabaseSettings, engine: sa.Engine) -> None:
     """Concurrent registrations of one username: one wins, the rest get UsernameTakenError."""
 
     def register(session: Session, index: int) -> str:
@@ -404,7 +434,7 @@ def test_registration_race(settings: DatabaseSettings, engine) -> None:
 
 
 @pytest.mark.parametrize("login", ["ann", "ann@example.io", "ANN@Example.IO"])
-def test_authenticate_by_username_or_email(session: Session, engine, login: str) -> None:
+def test_authenticate_by_username_or_email(session: Session, engine: sa.Engine, login: str) -> None:
     """The right password logs in by username or email (any case) and records the login."""
     user = _register(session)
     session.commit()
@@ -412,7 +442,9 @@ def test_authenticate_by_username_or_email(session: Session, engine, login: str)
     before = datetime.now(UTC)
     assert user is authenticate(session, login, PASSWORD)
     session.commit()
-    assert before <= _stored(engine, user.id).last_login_at <= datetime.now(UTC)
+    last_login_at = _stored(engine, user.id).last_login_at
+    assert last_login_at is not None
+    assert before <= last_login_at <= datetime.now(UTC)
 
 
 def test_authenticate_statements(session: Session, statements: list[str]) -> None:
@@ -441,7 +473,9 @@ def test_authenticate_statements(session: Session, statements: list[str]) -> Non
         ("not@an@email", PASSWORD),
     ],
 )
-def test_authenticate_failures(session: Session, engine, login: str, password: str) -> None:
+def test_authenticate_failures(
+    session: Session, engine: sa.Engine, login: str, password: str
+) -> None:
     """Wrong passwords, unknown, malformed, inactive or password-less logins give None."""
     user = _register(session)
     _register(session, "inactive").is_active = False
@@ -469,7 +503,7 @@ def test_authenticate_unknown_login_still_hashes(session: Session) -> None:
     assert fastest("nobody") > 0.5 * fastest("ann")
 
 
-def test_authenticate_upgrades_outdated_hash(session: Session, engine) -> None:
+def test_authenticate_upgrades_outdated_hash(session: Session, engine: sa.Engine) -> None:
     """A hash made with weaker parameters is replaced by a current one at login."""
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
     user = User(username="ann", hashed_password=weak)
@@ -478,6 +512,7 @@ def test_authenticate_upgrades_outdated_hash(session: Session, engine) -> None:
     assert user is authenticate(session, "ann", PASSWORD)
     session.commit()
     upgraded = _stored(engine, user.id).hashed_password
+    assert upgraded is not None
     assert weak != upgraded
     assert "m=19456,t=2,p=1" in upgraded
     assert authenticate(session, "ann", PASSWORD) is user
@@ -511,7 +546,12 @@ def test_lookups(session: Session) -> None:
         (get_user_by_telegram_id, "42"),
     ],
 )
-def test_lookups_reject_bad_input(session: Session, statements: list[str], lookup, value) -> None:
+def test_lookups_reject_bad_input(
+    session: Session,
+    statements: list[str],
+    lookup: Callable[[Session, Any], User | None],
+    value: Any,
+) -> None:
     """Keys that cannot exist raise InvalidInputError before any SQL."""
     with pytest.raises(InvalidInputError):
         lookup(session, value)
@@ -531,7 +571,7 @@ def test_link_telegram_then_touch_finds_the_account(session: Session) -> None:
     assert 1 == _count(session)
 
 
-def test_link_telegram_taken_keeps_transaction(session: Session, engine) -> None:
+def test_link_telegram_taken_keeps_transaction(session: Session, engine: sa.Engine) -> None:
     """A Telegram id of another user raises TelegramIdTakenError; earlier work is kept."""
     bot_user = touch_telegram_user(session, 42)
     ann = _register(session)
@@ -540,7 +580,9 @@ def test_link_telegram_taken_keeps_transaction(session: Session, engine) -> None
     with pytest.raises(TelegramIdTakenError, match="42"):
         link_telegram(session, ann.id, 42)
     session.commit()
-    assert bob.id == get_user_by_username(session, "bob").id
+    found = get_user_by_username(session, "bob")
+    assert found is not None
+    assert bob.id == found.id
     assert _stored(engine, ann.id).telegram_user_id is None
     assert 42 == _stored(engine, bot_user.id).telegram_user_id
 
@@ -556,7 +598,9 @@ def test_link_telegram_unknown_user(session: Session) -> None:
 @pytest.mark.parametrize(
     ("user_id", "telegram_user_id"), [(0, 42), (1, 0), (1, BIGINT_MAX + 1), (1, None)]
 )
-def test_link_telegram_rejects_bad_ids(session: Session, user_id, telegram_user_id) -> None:
+def test_link_telegram_rejects_bad_ids(
+    session: Session, user_id: int, telegram_user_id: Any
+) -> None:
     """Ids out of range raise InvalidInputError."""
     with pytest.raises(InvalidInputError):
         link_telegram(session, user_id, telegram_user_id)
@@ -574,7 +618,9 @@ def test_operations_flush_pending_changes(session: Session) -> None:
     ("login", "password"),
     [(None, PASSWORD), (42, PASSWORD), (b"ann", PASSWORD), ("ann", None), ("ann", 12345678)],
 )
-def test_authenticate_wrong_types_are_invalid_input(session: Session, login, password) -> None:
+def test_authenticate_wrong_types_are_invalid_input(
+    session: Session, login: Any, password: Any
+) -> None:
     """A login or password that is not a string raises InvalidInputError, not TypeError."""
     _register(session)
     with pytest.raises(InvalidInputError, match="expected a string"):

@@ -412,9 +412,9 @@ def ha_url(formation: Formation) -> str:
     return formation.url_text(HA_USER, HA_PASSWORD, HA_DATABASE)
 
 
-def ha_settings(formation: Formation, **values: object) -> DatabaseSettings:
+def ha_settings(formation: Formation, **values: Any) -> DatabaseSettings:
     """Settings as a service on the formation would use them (extra fields as keywords)."""
-    defaults: dict[str, object] = {
+    defaults: dict[str, Any] = {
         "url": ha_url(formation),
         "connect_timeout": 2,
         "application_name": "appdb-ha-test",

@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from appdb import ConnectionLostError, DatabaseUnavailableError
-from autofailover import Formation
-from conftest import HA_PASSWORD, ha_settings
+from autofailover import HA_PASSWORD, Formation, ha_settings
 from traffic import Traffic, run_async, run_sync, stored_tokens
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]

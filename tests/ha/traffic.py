@@ -137,7 +137,7 @@ def stored_tokens(settings: DatabaseSettings, prefix: str) -> list[str]:
 
 def _wait_then_fault(
     traffic: Traffic,
-    fault: Callable[[], None],
+    fault: Callable[[], object],
     *,
     workers: int,
     before: float,
@@ -167,7 +167,7 @@ def _users(session: Session, prefix: str, workers: int) -> list[int]:
 
 def run_sync(
     settings: DatabaseSettings,
-    fault: Callable[[], None],
+    fault: Callable[[], object],
     *,
     prefix: str,
     threads: int = 20,
@@ -240,7 +240,7 @@ def run_sync(
 
 async def run_async(
     settings: DatabaseSettings,
-    fault: Callable[[], None],
+    fault: Callable[[], object],
     *,
     prefix: str,
     tasks: int = 50,

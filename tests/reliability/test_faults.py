@@ -13,13 +13,17 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 import appdb
 from appdb import (
@@ -54,7 +58,8 @@ def assert_no_password(text_: str) -> None:
 
 def request_pid() -> int:
     """One FastAPI-style request through get_db: the server process that served it."""
-    requests = get_db()
+    # get_db is typed as an Iterator; it is a generator, which has close().
+    requests = cast("Generator[Session, None, None]", get_db())
     session = next(requests)
     try:
         return int(session.scalar(SELECT_PID))
@@ -72,7 +77,7 @@ def assert_served(database: AppDBServer, pid: int) -> None:
 
 async def async_request_pid() -> int:
     """One async request through get_async_db."""
-    requests = get_async_db()
+    requests = cast("AsyncGenerator[AsyncSession, None]", get_async_db())
     session = await anext(requests)
     try:
         return int(await session.scalar(SELECT_PID))
@@ -80,7 +85,7 @@ async def async_request_pid() -> int:
         await requests.aclose()
 
 
-def test_idle_restart_next_request_succeeds(use_server) -> None:
+def test_idle_restart_next_request_succeeds(use_server: Callable[..., AppDBServer]) -> None:
     """After a restart while idle, the next SessionLocal() and get_db request succeed (pre-ping)."""
     database = use_server()
     with SessionLocal() as session:
@@ -93,7 +98,9 @@ def test_idle_restart_next_request_succeeds(use_server) -> None:
 
 
 @pytest.mark.anyio
-async def test_idle_restart_next_async_request_succeeds(use_server) -> None:
+async def test_idle_restart_next_async_request_succeeds(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """After a restart while idle, the next AsyncSessionLocal() and get_async_db request succeed."""
     database = use_server()
     async with AsyncSessionLocal() as session:
@@ -108,7 +115,9 @@ async def test_idle_restart_next_async_request_succeeds(use_server) -> None:
         await get_async_engine().dispose()
 
 
-def test_without_pre_ping_one_request_fails_cleanly_then_pool_recovers(use_server) -> None:
+def test_without_pre_ping_one_request_fails_cleanly_then_pool_recovers(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """Pre-ping off: one ConnectionLostError after a restart, then the invalidated pool recovers.
 
     The translation must not break SQLAlchemy's invalidation: the very next request works.
@@ -124,7 +133,9 @@ def test_without_pre_ping_one_request_fails_cleanly_then_pool_recovers(use_serve
 
 
 @pytest.mark.anyio
-async def test_without_pre_ping_async_fails_cleanly_then_recovers(use_server) -> None:
+async def test_without_pre_ping_async_fails_cleanly_then_recovers(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """The async engine translates the lost connection too and recovers on the next request."""
     database = use_server(pool_pre_ping="false")
     try:
@@ -137,7 +148,7 @@ async def test_without_pre_ping_async_fails_cleanly_then_recovers(use_server) ->
         await get_async_engine().dispose()
 
 
-def test_terminated_pooled_connection_recovers(use_server) -> None:
+def test_terminated_pooled_connection_recovers(use_server: Callable[..., AppDBServer]) -> None:
     """A killed idle connection is replaced on checkout; a killed busy one raises, then recovers."""
     database = use_server()
     first = request_pid()
@@ -157,7 +168,7 @@ def test_terminated_pooled_connection_recovers(use_server) -> None:
     assert_served(database, request_pid())
 
 
-def test_server_down_at_start_up(use_server, tmp_path: Path) -> None:
+def test_server_down_at_start_up(use_server: Callable[..., AppDBServer], tmp_path: Path) -> None:
     """Server down: first use raises DatabaseUnavailableError (host:port, no password); CLI exits 1.
 
     Building the engine succeeds; the traceback hides the password too; appdb-migrate prints one
@@ -166,7 +177,7 @@ def test_server_down_at_start_up(use_server, tmp_path: Path) -> None:
     database = use_server(connect_timeout=2)
     database.server.stop()
     engine = get_engine()
-    assert 0 == engine.pool.checkedout()
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
     where = f"127.0.0.1:{database.server.port}"
     with pytest.raises(DatabaseUnavailableError, match="cannot connect") as info:
         request_pid()
@@ -194,7 +205,7 @@ def test_server_down_at_start_up(use_server, tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_server_down_at_start_up_async(use_server) -> None:
+async def test_server_down_at_start_up_async(use_server: Callable[..., AppDBServer]) -> None:
     """The async engine reports the unreachable server the same way."""
     database = use_server(connect_timeout=2)
     database.server.stop()
@@ -204,7 +215,7 @@ async def test_server_down_at_start_up_async(use_server) -> None:
     assert_no_password("".join(traceback.format_exception(info.value)))
 
 
-def test_exhausted_pool_times_out_then_recovers(use_server) -> None:
+def test_exhausted_pool_times_out_then_recovers(use_server: Callable[..., AppDBServer]) -> None:
     """All connections held: PoolTimeoutError after pool_timeout, not a hang; then it recovers."""
     database = use_server(pool_size=2, max_overflow=1, pool_timeout=1)
     held = [SessionLocal() for _ in range(3)]
@@ -221,11 +232,13 @@ def test_exhausted_pool_times_out_then_recovers(use_server) -> None:
     assert_served(database, request_pid())
     for session in held:
         session.close()
-    assert 0 == get_engine().pool.checkedout()
+    assert 0 == cast("sa.QueuePool", get_engine().pool).checkedout()
 
 
 @pytest.mark.anyio
-async def test_exhausted_async_pool_times_out_then_recovers(use_server) -> None:
+async def test_exhausted_async_pool_times_out_then_recovers(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """The async pool raises PoolTimeoutError as well, and recovers."""
     database = use_server(pool_size=1, max_overflow=0, pool_timeout=0.5)
     held = AsyncSessionLocal()
@@ -240,7 +253,7 @@ async def test_exhausted_async_pool_times_out_then_recovers(use_server) -> None:
         await get_async_engine().dispose()
 
 
-def test_statement_timeout_cancels_runaway_query(use_server) -> None:
+def test_statement_timeout_cancels_runaway_query(use_server: Callable[..., AppDBServer]) -> None:
     """A query past statement_timeout raises StatementTimeoutError; the session works after rollback."""
     use_server(statement_timeout=200)
     with SessionLocal() as session:
@@ -251,7 +264,7 @@ def test_statement_timeout_cancels_runaway_query(use_server) -> None:
 
 
 @pytest.mark.anyio
-async def test_statement_timeout_async(use_server) -> None:
+async def test_statement_timeout_async(use_server: Callable[..., AppDBServer]) -> None:
     """The async engine raises StatementTimeoutError too, and the session stays usable."""
     use_server(statement_timeout=200)
     try:
@@ -302,7 +315,9 @@ def _long_query(errors: list[BaseException], running: threading.Event) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "immediate"], ids=["restart", "crash"])
-def test_restart_during_traffic_loses_nothing(use_server, mode: str) -> None:
+def test_restart_during_traffic_loses_nothing(
+    use_server: Callable[..., AppDBServer], mode: str
+) -> None:
     """A restart under traffic: clean errors in flight, success afterwards, no message lost or doubled.
 
     Requests in flight fail with ConnectionLostError (new ones while the server is down with
@@ -314,7 +329,8 @@ def test_restart_during_traffic_loses_nothing(use_server, mode: str) -> None:
     database = use_server(pool_size=4, max_overflow=2, connect_timeout=2)
     with session_scope() as session:
         recipient_id = touch_telegram_user(session, 1, first_name="recipient").id
-    stop, log = threading.Event(), []
+    stop = threading.Event()
+    log: list[Outcome] = []
     workers = [
         threading.Thread(target=_traffic, args=(worker, recipient_id, stop, log))
         for worker in range(4)
@@ -371,7 +387,7 @@ def test_restart_during_traffic_loses_nothing(use_server, mode: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_cancelled_task_is_not_translated(use_server) -> None:
+async def test_cancelled_task_is_not_translated(use_server: Callable[..., AppDBServer]) -> None:
     """A task cancelled mid-query (a bot handler's timeout) stays a cancellation, not an AppDBError.
 
     SQLAlchemy discards the interrupted connection; the next request gets a fresh one.

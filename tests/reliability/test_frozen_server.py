@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from appdb import (
 )
 from appdb.engine import _postgresql_connect_args
 from pgserver import PostgresServer
+from reliability_helpers import AppDBServer
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
@@ -86,7 +87,9 @@ def assert_within_bound(started: float) -> float:
     return elapsed
 
 
-def test_frozen_server_surfaces_as_connection_lost_sync(use_server) -> None:
+def test_frozen_server_surfaces_as_connection_lost_sync(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """A warm pool: a fresh session and a statement in a transaction fail within the bound.
 
     A frozen server leaves the idle socket silent, so the pre-ping (which only inspects it)
@@ -123,7 +126,9 @@ def test_frozen_server_surfaces_as_connection_lost_sync(use_server) -> None:
 
 
 @pytest.mark.anyio
-async def test_frozen_server_surfaces_as_connection_lost_async(use_server) -> None:
+async def test_frozen_server_surfaces_as_connection_lost_async(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """The async engine: the same errors within the same bound, and recovery after SIGCONT."""
     database = use_server(client_timeout=CLIENT_TIMEOUT, connect_timeout=int(CLIENT_TIMEOUT))
     try:
@@ -154,7 +159,9 @@ async def test_frozen_server_surfaces_as_connection_lost_async(use_server) -> No
         await get_async_engine().dispose()
 
 
-def test_a_long_statement_within_the_deadline_is_left_alone(use_server) -> None:
+def test_a_long_statement_within_the_deadline_is_left_alone(
+    use_server: Callable[..., AppDBServer],
+) -> None:
     """A statement that takes a while but answers inside the deadline is not cut off."""
     use_server(client_timeout=CLIENT_TIMEOUT)
     with SessionLocal() as session:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -190,7 +191,7 @@ def test_create_user_stores_exactly_or_rejects(
     shared_engine: sa.Engine, field: str, value: str
 ) -> None:
     """A registration with one hostile field is stored exactly (hash only) or rejected cleanly."""
-    fields = {
+    fields: dict[str, Any] = {
         "username": f"u{uuid.uuid4().hex[:12]}",
         "email": f"{uuid.uuid4().hex[:12]}@example.io",
         "password": "correct horse",
@@ -259,7 +260,7 @@ def test_lookups_answer_or_reject_and_change_nothing(
     message_ids: list[int],
 ) -> None:
     """Look-ups and paging with boundary ids and hostile keys answer or raise InvalidInputError."""
-    calls = [
+    calls: list[Callable[[Session], object]] = [
         lambda session: inbox(session, user_id, limit=limit, before_id=before_id),
         lambda session: conversation(session, key, limit=limit, before_id=before_id),
         lambda session: get_user_by_username(session, key),
@@ -307,7 +308,7 @@ def test_user_create_schema_rejects_unstorable_text(full_name: str, password: st
     try:
         UserCreate(username="ann", email="ann@example.io", password=password, full_name=full_name)
     except ValidationError as exc:
-        message = str(exc)
+        message: str | None = str(exc)
     else:
         message = None
     if message is not None:

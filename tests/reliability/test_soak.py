@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from appdb import DatabaseSettings
@@ -12,7 +14,7 @@ pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
 
 def test_soak_with_restart_stores_exactly_the_successful_sends(
-    appdb_server: AppDBServer, record_property: pytest.RecordProperty
+    appdb_server: AppDBServer, record_property: Callable[[str, object], None]
 ) -> None:
     """After the run the stored messages are exactly the sends that returned success, once each."""
     settings = DatabaseSettings(

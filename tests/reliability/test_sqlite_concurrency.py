@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +29,7 @@ from sqlite_load import run_load
 BUSY_TIMEOUT = 0.5
 
 
-def file_settings(path: Path, **values: object) -> DatabaseSettings:
+def file_settings(path: Path, **values: Any) -> DatabaseSettings:
     return DatabaseSettings(url=URL.create("sqlite", database=str(path)), **values)
 
 
@@ -74,7 +76,7 @@ def test_two_processes_of_four_writer_threads_see_no_errors(tmp_path: Path) -> N
 
 
 @pytest.fixture
-def locked_file(tmp_path: Path):
+def locked_file(tmp_path: Path) -> Iterator[tuple[Path, sqlite3.Connection]]:
     """A SQLite file with appdb's tables whose write lock another connection holds."""
     path = tmp_path / "db.sqlite3"
     engine = create_engine(file_settings(path))
@@ -96,7 +98,9 @@ def assert_busy_error(error: DatabaseBusyError, path: Path, elapsed: float) -> N
         assert fragment not in text
 
 
-def test_held_write_lock_raises_database_busy_without_sql(locked_file) -> None:
+def test_held_write_lock_raises_database_busy_without_sql(
+    locked_file: tuple[Path, sqlite3.Connection],
+) -> None:
     """A write lock held past the busy timeout: DatabaseBusyError, no SQL text; usable after."""
     path, holder = locked_file
     engine = create_engine(file_settings(path, sqlite_busy_timeout=BUSY_TIMEOUT))
@@ -113,7 +117,9 @@ def test_held_write_lock_raises_database_busy_without_sql(locked_file) -> None:
 
 
 @pytest.mark.anyio
-async def test_held_write_lock_raises_database_busy_async(locked_file) -> None:
+async def test_held_write_lock_raises_database_busy_async(
+    locked_file: tuple[Path, sqlite3.Connection],
+) -> None:
     """The aiosqlite engine raises the same DatabaseBusyError."""
     path, _holder = locked_file
     engine = create_async_engine(file_settings(path, sqlite_busy_timeout=BUSY_TIMEOUT))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy.engine import URL
@@ -53,7 +53,7 @@ def make_pgbouncer(
     """Start PgBouncers in front of the test server (pgbouncer.ini settings as keywords); stopped after the test."""
     started: list[PgBouncer] = []
 
-    def make(**ini: str | int) -> PgBouncer:
+    def make(**ini: Any) -> PgBouncer:
         bouncer = PgBouncer(
             pgbouncer_binary,
             postgresql_admin_url.host or "127.0.0.1",

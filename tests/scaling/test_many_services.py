@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from appdb import DatabaseSettings, create_engine, session_scope
 from appdb.messages import inbox, send_message, unread_count
 from appdb.migrate.chains import appdb_chain, script_directory
 from appdb.users import touch_telegram_user
+from pgserver import PostgresServer
 
 SERVICES = ("bot_a", "bot_b")
 POOL_SIZE, MAX_OVERFLOW = 2, 1
@@ -42,7 +44,9 @@ def _migrate(url: sa.URL) -> subprocess.Popen[str]:
     )
 
 
-def test_two_services_stay_within_their_pools(make_postgres_server) -> None:
+def test_two_services_stay_within_their_pools(
+    make_postgres_server: Callable[..., PostgresServer],
+) -> None:
     """Two bots under load: connections per database and in total stay within the pool sizes."""
     server = make_postgres_server()
     urls = {name: server.create_database(name) for name in SERVICES}
@@ -111,5 +115,6 @@ def test_two_services_stay_within_their_pools(make_postgres_server) -> None:
     assert all(2 <= peak <= limit for peak in peaks.values()), peaks
     assert peak_total <= limit * len(SERVICES)
     for name, url in urls.items():
+        assert url.database is not None
         stored = server.execute("SELECT count(*) FROM messages", url.database)
         assert [(THREADS * ROUNDS,)] == stored, name

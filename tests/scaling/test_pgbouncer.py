@@ -12,6 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -38,6 +39,9 @@ from appdb.migrate.chains import appdb_chain, script_directory
 from appdb.users import touch_telegram_user
 from pgbouncer import PgBouncer
 
+if TYPE_CHECKING:
+    from conftest import PooledDatabase
+
 THREADS = 8
 TASKS = 8
 ROUNDS = 15
@@ -46,21 +50,30 @@ ROUNDS = 15
 HEAD = script_directory(appdb_chain()).get_current_head()
 
 
-def _pooled(database, bouncer: PgBouncer, **fields) -> DatabaseSettings:
+def _name(database: PooledDatabase) -> str:
+    """The test database's name (create_database always gives its URL one)."""
+    name = database.direct.database
+    assert name is not None
+    return name
+
+
+def _pooled(database: PooledDatabase, bouncer: PgBouncer, **fields: Any) -> DatabaseSettings:
     """Settings for `database` through `bouncer` (``pooler`` and the rest as keywords)."""
     return DatabaseSettings(
-        url=bouncer.url(database.direct.database),
+        url=bouncer.url(_name(database)),
         migration_url=database.direct,
         **{"pool_size": 2, "max_overflow": 2, **fields},
     )
 
 
-def _pool_of(bouncer: PgBouncer, database: str) -> dict:
+def _pool_of(bouncer: PgBouncer, database: str) -> dict[str, Any]:
     (pool,) = [row for row in bouncer.show("POOLS") if row["database"] == database]
     return pool
 
 
-def test_concurrent_sync_and_async_clients(pooled_database, pgbouncer: PgBouncer) -> None:  # noqa: PLR0915 - one scenario, told in order
+def test_concurrent_sync_and_async_clients(  # noqa: PLR0915 - one scenario, told in order
+    pooled_database: PooledDatabase, pgbouncer: PgBouncer
+) -> None:
     """8 threads and 8 tasks run every kind of operation through 4 shared server connections."""
     settings = _pooled(
         pooled_database, pgbouncer, pooler="pgbouncer", pool_size=THREADS, max_overflow=0
@@ -123,10 +136,10 @@ def test_concurrent_sync_and_async_clients(pooled_database, pgbouncer: PgBouncer
         unread = unread_count(session, hub_id)
     assert (THREADS + TASKS) * ROUNDS == total
     assert unread < total  # the clients marked messages read as they went
-    pool = _pool_of(pgbouncer, pooled_database.direct.database)
-    servers = pool["sv_active"] + pool["sv_idle"] + pool["sv_used"]
+    pool_row = _pool_of(pgbouncer, _name(pooled_database))
+    servers = pool_row["sv_active"] + pool_row["sv_idle"] + pool_row["sv_used"]
     assert servers <= 4
-    assert pool["cl_active"] + pool["cl_waiting"] > servers  # clients really shared servers
+    assert pool_row["cl_active"] + pool_row["cl_waiting"] > servers  # clients really shared servers
     engine.dispose()
 
 
@@ -144,7 +157,7 @@ def _count_unread_repeatedly(settings: DatabaseSettings, hub_id: int, times: int
 
 @pytest.fixture
 def single_server_connection(
-    pooled_database, make_pgbouncer: Callable[..., PgBouncer]
+    pooled_database: PooledDatabase, make_pgbouncer: Callable[..., PgBouncer]
 ) -> tuple[PgBouncer, int]:
     """A PgBouncer with one server connection per database, and a migrated database behind it."""
     bouncer = make_pgbouncer(pool_size=1)
@@ -156,7 +169,7 @@ def single_server_connection(
 
 
 def test_prepared_statements_collide_without_the_setting(
-    pooled_database, single_server_connection
+    pooled_database: PooledDatabase, single_server_connection: tuple[PgBouncer, int]
 ) -> None:
     """Without DATABASE_POOLER two clients prepare the same statement name on one server connection."""
     bouncer, hub_id = single_server_connection
@@ -166,7 +179,9 @@ def test_prepared_statements_collide_without_the_setting(
         _count_unread_repeatedly(settings, hub_id)
 
 
-def test_no_prepared_statements_with_the_setting(pooled_database, single_server_connection) -> None:
+def test_no_prepared_statements_with_the_setting(
+    pooled_database: PooledDatabase, single_server_connection: tuple[PgBouncer, int]
+) -> None:
     """With DATABASE_POOLER=pgbouncer the same two clients share the server connection fine."""
     bouncer, hub_id = single_server_connection
     settings = _pooled(pooled_database, bouncer, pooler="pgbouncer")
@@ -181,7 +196,7 @@ def test_no_prepared_statements_with_the_setting(pooled_database, single_server_
 
 
 def test_statement_timeout_without_the_setting_is_refused(
-    pooled_database, pgbouncer: PgBouncer
+    pooled_database: PooledDatabase, pgbouncer: PgBouncer
 ) -> None:
     """PgBouncer refuses the startup ``options`` that carry statement_timeout on a direct connection."""
     engine = create_engine(_pooled(pooled_database, pgbouncer, statement_timeout=100))
@@ -191,7 +206,7 @@ def test_statement_timeout_without_the_setting_is_refused(
 
 
 def test_statement_timeout_is_set_per_transaction(
-    pooled_database, single_server_connection
+    pooled_database: PooledDatabase, single_server_connection: tuple[PgBouncer, int]
 ) -> None:
     """With the setting, statement_timeout holds in each transaction and leaks to no other client."""
     bouncer, _ = single_server_connection
@@ -222,7 +237,7 @@ async def _async_statement_timeout(settings: DatabaseSettings) -> str:
 
 
 def test_async_statement_timeout_is_set_per_transaction(
-    pooled_database, pgbouncer: PgBouncer
+    pooled_database: PooledDatabase, pgbouncer: PgBouncer
 ) -> None:
     """The async engine sets the timeout per transaction too."""
     settings = _pooled(pooled_database, pgbouncer, pooler="pgbouncer", statement_timeout=250)
@@ -230,12 +245,13 @@ def test_async_statement_timeout_is_set_per_transaction(
 
 
 def test_migrate_cli_uses_the_migration_url(
-    pooled_database, pgbouncer: PgBouncer, monkeypatch, capsys
+    pooled_database: PooledDatabase,
+    pgbouncer: PgBouncer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """appdb-migrate upgrades through DATABASE_MIGRATION_URL while DATABASE_URL is the pooler."""
-    monkeypatch.setenv(
-        "DATABASE_URL", pgbouncer.url(pooled_database.direct.database).render_as_string()
-    )
+    monkeypatch.setenv("DATABASE_URL", pgbouncer.url(_name(pooled_database)).render_as_string())
     monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")
     monkeypatch.setenv("DATABASE_MIGRATION_URL", pooled_database.direct.render_as_string())
     assert 0 == main(["upgrade"])
@@ -246,12 +262,13 @@ def test_migrate_cli_uses_the_migration_url(
 
 
 def test_migrate_cli_refuses_the_pooler_setting_without_a_migration_url(
-    pooled_database, pgbouncer: PgBouncer, monkeypatch, capsys
+    pooled_database: PooledDatabase,
+    pgbouncer: PgBouncer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """DATABASE_POOLER=pgbouncer and no DATABASE_MIGRATION_URL: exit 2 before connecting."""
-    monkeypatch.setenv(
-        "DATABASE_URL", pgbouncer.url(pooled_database.direct.database).render_as_string()
-    )
+    monkeypatch.setenv("DATABASE_URL", pgbouncer.url(_name(pooled_database)).render_as_string())
     monkeypatch.setenv("DATABASE_POOLER", "pgbouncer")
     assert 2 == main(["upgrade"])
     error = capsys.readouterr().err
@@ -265,13 +282,15 @@ def test_migrate_cli_refuses_the_pooler_setting_without_a_migration_url(
     [({}, "refused the startup options"), ({"ignore_startup_parameters": "options"}, "dropped")],
 )
 def test_migrate_detects_a_pooler_it_was_not_told_about(
-    pooled_database, make_pgbouncer, capsys, ini, why
+    pooled_database: PooledDatabase,
+    make_pgbouncer: Callable[..., PgBouncer],
+    capsys: pytest.CaptureFixture[str],
+    ini: dict[str, str],
+    why: str,
 ) -> None:
     """--database-url pointing at PgBouncer is found out by the startup-options probe: exit 2."""
     bouncer = make_pgbouncer(**ini)
-    assert 2 == main(
-        ["--database-url", str(bouncer.url(pooled_database.direct.database)), "upgrade"]
-    )
+    assert 2 == main(["--database-url", str(bouncer.url(_name(pooled_database))), "upgrade"])
     error = capsys.readouterr().err
     assert "is not a direct connection to PostgreSQL" in error
     assert why in error

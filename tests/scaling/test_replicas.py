@@ -113,7 +113,7 @@ def served_by() -> Iterator[list[str]]:
     engines |= {get_async_engine().sync_engine: "primary"}
     engines |= dict.fromkeys((e.sync_engine for e in get_async_replica_engines()), "replica")
 
-    def record(connection, *_args) -> None:
+    def record(connection: sa.Connection, *_args: object) -> None:
         served.append(engines[connection.engine])
 
     for engine in engines:
@@ -154,6 +154,7 @@ def test_flush_and_for_update_go_to_the_primary(replicated: Cluster) -> None:
     with served_by() as served, session_scope() as session:
         session.add(User(username="bea"))
         session.flush()
+        assert isinstance(session, RoutingSession)
         assert session.on_primary
     with served_by() as locked, session_scope() as session:
         session.exec(select(User).where(User.id == 1).with_for_update()).one()
@@ -234,7 +235,9 @@ async def test_async_replica_down_falls_back(
         await engine.dispose()
 
 
-def test_without_replicas_sessions_are_plain(tmp_path: Path, monkeypatch) -> None:
+def test_without_replicas_sessions_are_plain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No DATABASE_REPLICA_URLS: SessionLocal and AsyncSessionLocal make the same sessions as before."""
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
     with SessionLocal() as session:

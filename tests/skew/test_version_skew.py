@@ -100,7 +100,8 @@ class Loop:
         self.stop_file.touch()
         out, err = self.process.communicate(timeout=60)
         assert 0 == self.process.returncode, err
-        return json.loads(out)
+        done: dict[str, object] = json.loads(out)
+        return done
 
 
 def test_older_appdb_serves_a_compatible_newer_schema(

@@ -98,6 +98,7 @@ def _env(url: str) -> dict[str, str]:
 def _later_tree(
     root: Path, version: Version, revisions: list[str], *, drop_superuser: bool
 ) -> Path:
+    assert HEAD is not None
     tree = root / "tree"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder in ("src", "migrations"):
