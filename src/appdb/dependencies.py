@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from appdb.session import SessionLocal, async_session_local
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, Generator
 
     from sqlmodel import Session
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["get_async_db", "get_db"]
 
 
-def get_db() -> Iterator[Session]:
+def get_db() -> Generator[Session, None, None]:
     """Yield one session per request; roll back if the request fails; always close.
 
     The route commits what it wants kept: ``db.commit()``. Use as ``Depends(get_db)``.
@@ -31,7 +31,7 @@ def get_db() -> Iterator[Session]:
             raise
 
 
-async def get_async_db() -> AsyncIterator[AsyncSession]:
+async def get_async_db() -> AsyncGenerator[AsyncSession, None]:
     """Yield one async session per request; roll back if the request fails; always close.
 
     Yields:

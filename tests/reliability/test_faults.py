@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -22,8 +22,6 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
-from sqlmodel import Session
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 import appdb
 from appdb import (
@@ -58,8 +56,7 @@ def assert_no_password(text_: str) -> None:
 
 def request_pid() -> int:
     """One FastAPI-style request through get_db: the server process that served it."""
-    # get_db is typed as an Iterator; it is a generator, which has close().
-    requests = cast("Generator[Session, None, None]", get_db())
+    requests = get_db()
     session = next(requests)
     try:
         return int(session.scalar(SELECT_PID))
@@ -77,7 +74,7 @@ def assert_served(database: AppDBServer, pid: int) -> None:
 
 async def async_request_pid() -> int:
     """One async request through get_async_db."""
-    requests = cast("AsyncGenerator[AsyncSession, None]", get_async_db())
+    requests = get_async_db()
     session = await anext(requests)
     try:
         return int(await session.scalar(SELECT_PID))
