@@ -191,7 +191,7 @@ class InstalledWheel(NamedTuple):
 
 @pytest.fixture(scope="session")
 def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
-    """Build appdb's wheel and install it in a fresh venv.
+    """Build appdb's wheel (or take the one ``$APPDB_DIST`` holds) and install it in a fresh venv.
 
     This is what users install: nothing from the source tree is importable from there.
     """
@@ -200,12 +200,14 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
     import venv  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("wheel")
-    dist = root / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO_ROOT)],
-        check=True,
-        capture_output=True,
-    )
+    # .ci/run builds the sdist and wheel once for every test and session that installs them.
+    dist = Path(os.environ.get("APPDB_DIST") or root / "dist")
+    if not list(dist.glob("appdb-*.whl")):
+        subprocess.run(
+            [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(REPO_ROOT)],
+            check=True,
+            capture_output=True,
+        )
     (wheel,) = dist.glob("appdb-*.whl")
     venv.create(root / "venv", with_pip=True)
     bin_dir = root / "venv" / "bin"
