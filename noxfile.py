@@ -389,9 +389,13 @@ def index(session: nox.Session) -> None:
             external=True,
         )
         # What the README's snippets need to run and type-check (test_readme.py): the tests
-        # extra, from the same index, and mypy.
+        # extra, from the same index, and mypy, in a venv of their own (pytest-alembic, in
+        # that extra, is no part of a service's test run).
+        readme_venv = work / "readme-venv"
+        session.run(sys.executable, "-m", "venv", str(readme_venv), external=True)
+        readme_python = str(readme_venv / "bin" / "python")
         session.run(
-            python,
+            readme_python,
             "-m",
             "pip",
             "install",
@@ -441,7 +445,7 @@ def index(session: nox.Session) -> None:
         # type-checked by mypy and pyright against the installed package.
         with session.chdir(readme):
             session.run(
-                python,
+                readme_python,
                 "-m",
                 "pytest",
                 "-q",
