@@ -16,7 +16,6 @@ import pytest
 
 import appdb
 from appdb import exceptions
-from conftest import InstalledWheel
 
 if TYPE_CHECKING:
     from conftest import InstalledWheel
