@@ -259,13 +259,21 @@ class Formation:
             timeout,
         )
 
-    def primary(self) -> Node:
-        """The node the monitor has settled as primary."""
-        for node in self.nodes:
-            if self.state(node) == ("primary", "primary"):
-                return node
-        msg = f"no settled primary: {self.states()}"
-        raise RuntimeError(msg)
+    def primary(self, timeout: float = 30.0) -> Node:
+        """The node the monitor has settled as primary, waiting up to `timeout` s for one.
+
+        Under load the monitor's shortened health checks can start a transition just after the
+        formation looked healthy (a primary ``draining``); asking for the primary waits it out.
+        """
+        found: list[Node] = []
+
+        def settled() -> bool:
+            states = self.states()
+            found[:] = [n for n in self.nodes if states.get(n.name) == ("primary", "primary")]
+            return bool(found)
+
+        self._wait(settled, "a settled primary", timeout)
+        return found[0]
 
     def standbys(self) -> list[Node]:
         """The nodes that are not the primary."""
@@ -347,11 +355,21 @@ class Formation:
         self.wait_healthy()
 
     def heal(self) -> None:
-        """Bring every killed node back and wait for a healthy, synchronous formation."""
+        """Bring every killed node back and wait for a formation that stays healthy."""
         for node in self.nodes:
             if not node.alive:
                 node.keeper = self._spawn(node.name, "run", "--pgdata", str(node.pgdata))
         self.wait_healthy()
+        # A rejoined node's keeper may still report transitions after a first healthy look.
+        self._wait(self._stays_healthy, "a formation that stays healthy for 2 s")
+
+    def _stays_healthy(self, seconds: float = 2.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.healthy():
+                return False
+            time.sleep(0.2)
+        return True
 
     def switchover(self) -> None:
         """A planned switchover (``pg_autoctl perform switchover``), returning when it is done."""

@@ -263,6 +263,44 @@ def test_losing_the_lock_connection_rolls_the_revision_back(
     assert [(PROBE,)] == _version(postgres_server)
 
 
+def test_losing_the_lock_watchers_connection_changes_nothing(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """The connection that watches for blocking sessions killed mid-revision: no traceback.
+
+    It only gathers names for a DDLLockTimeoutError; the revision completes, exit 0, and
+    stderr stays empty (a primary dying under it printed a thread's traceback before).
+    """
+    url = _at_head(postgres_server, tmp_path)
+    chain = _chain(tmp_path)
+    migration = _upgrade(chain, _environment(url, APPDB_TEST_SLOW_SECONDS=3), tmp_path)
+    watching = (
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE query LIKE '%pg_blocking_pids%' AND pid <> pg_backend_pid()"
+    )
+    try:
+
+        def watched() -> bool:
+            if migration.poll() is not None:
+                pytest.fail(f"appdb-migrate exited early: {migration.communicate()}")
+            return bool(postgres_server.execute(watching, "appdb"))
+
+        _wait_for(watched, 60, "the lock watcher to poll")
+        killed = postgres_server.execute(
+            f"SELECT pg_terminate_backend(pid) FROM ({watching}) AS watcher",  # noqa: S608
+            "appdb",
+        )
+        assert [(True,)] == killed
+        stdout, stderr = migration.communicate(timeout=60)
+    finally:
+        if migration.poll() is None:
+            migration.kill()
+            migration.communicate()
+    assert (0, "") == (migration.returncode, stderr)
+    assert f"upgraded {PROBE} in " in stdout
+    assert [(PROBE,)] == _version(postgres_server)
+
+
 def test_rerun_right_after_sigkill_succeeds(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
-from appdb.exceptions import DDLLockTimeoutError
+from appdb.exceptions import AppDBError, DDLLockTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -120,8 +120,10 @@ class _Watcher:
                             )
                             for row in rows
                         )
-        except sa_exc.SQLAlchemyError:
-            # Diagnosis only: the migration's own outcome does not depend on it.
+        except (sa_exc.SQLAlchemyError, AppDBError):
+            # Diagnosis only: the migration's own outcome does not depend on it. A lost
+            # connection (the server died, the backend was terminated) arrives as appdb's
+            # ConnectionLostError, and must not print a thread's traceback.
             return
 
 
