@@ -28,6 +28,7 @@ __all__ = [
     "dialect_name",
     "insert_or_explain",
     "parameters",
+    "retry_insert",
     "returning",
     "upsert_insert",
 ]
@@ -137,8 +138,30 @@ def insert_or_explain(
         AppDBError: What `explain` (or `found`) found wrong.
         ConcurrentUpdateError: `explain` found nothing wrong on every attempt.
     """
+    return retry_insert(lambda: session.scalars(statement, values).one_or_none(), explain, found)
+
+
+def retry_insert(
+    attempt: Callable[[], _T | None],
+    explain: Callable[[], AppDBError | None],
+    found: Callable[[], _T | None] | None = None,
+) -> _T:
+    """`insert_or_explain` for any way of running the INSERT (a Core statement, say).
+
+    Args:
+        attempt: Runs the INSERT once: the inserted row, or ``None`` if it inserted nothing.
+        explain: As for `insert_or_explain`.
+        found: As for `insert_or_explain`.
+
+    Returns:
+        The inserted row, or what `found` returned.
+
+    Raises:
+        AppDBError: What `explain` (or `found`) found wrong.
+        ConcurrentUpdateError: `explain` found nothing wrong on every attempt.
+    """
     for _ in range(_ATTEMPTS):
-        row = session.scalars(statement, values).one_or_none()
+        row = attempt()
         if row is not None:
             return row
         stored = None if found is None else found()

@@ -29,13 +29,13 @@ from appdb._sql import (
     core_execute,
     dialect_name,
     insert_or_explain,
+    retry_insert,
     returning,
     upsert_insert,
 )
 from appdb._validation import Arguments, validated
 from appdb.exceptions import (
     AppDBError,
-    ConcurrentUpdateError,
     IdempotencyKeyReusedError,
     InvalidInputError,
     MessageNotFoundError,
@@ -274,18 +274,12 @@ def _insert_row(
     found: Callable[[], MessageRow | None] | None,
 ) -> MessageRow:
     """`insert_or_explain` at the Core level: the inserted row as a `MessageRow`."""
-    for _ in range(3):
+
+    def attempt() -> MessageRow | None:
         row = core_execute(session, statement, values).one_or_none()
-        if row is not None:
-            return MessageRow._make(row)
-        stored = None if found is None else found()
-        if stored is not None:
-            return stored
-        error = explain()
-        if error is not None:
-            raise error
-    msg = "the rows this insert depends on keep changing; try again"
-    raise ConcurrentUpdateError(msg)
+        return None if row is None else MessageRow._make(row)
+
+    return retry_insert(attempt, explain, found)
 
 
 def _send_insert(*, reply: bool, inherit_conversation: bool, keyed: str | None) -> sa.Insert:
