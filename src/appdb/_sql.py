@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from appdb import _direct
 from appdb.exceptions import AppDBError, ConcurrentUpdateError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "core_execute",
     "dialect_name",
     "insert_or_explain",
+    "only_row",
     "parameters",
     "retry_insert",
     "returning",
@@ -193,12 +195,13 @@ def constraint_name(exc: IntegrityError) -> str | None:
 
 def core_execute(
     session: Session, statement: sa.Executable, values: Mapping[str, Any]
-) -> sa.CursorResult[Any]:
+) -> list[tuple[Any, ...]]:
     """Run a Core statement on the session's own connection, in its transaction.
 
-    No ORM execution: no loading context, no identity map, no instances. The bind is chosen
-    from the statement as the ORM would choose it, so a `RoutingSession` still sends a read to
-    its replica and a write (and all after it) to the primary.
+    No ORM execution: no loading context, no identity map, no instances; on the driver's cursor
+    when nobody watches the SQL (`appdb._direct`). The bind is chosen from the statement as the
+    ORM would choose it, so a `RoutingSession` still sends a read to its replica and a write
+    (and all after it) to the primary.
 
     Args:
         session: The caller's session.
@@ -206,8 +209,26 @@ def core_execute(
         values: Its parameters.
 
     Returns:
-        The cursor result.
+        Every row the statement returned, as a tuple.
     """
     bind = session.get_bind(clause=statement)  # type: ignore[arg-type]
     connection = session.connection(bind_arguments={"bind": bind})
-    return connection.execute(statement, values)
+    return _direct.rows(connection, statement, values)
+
+
+def only_row(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """The one row of a statement that returns at most one, or ``None``.
+
+    Args:
+        rows: What `core_execute` returned.
+
+    Returns:
+        The row, or ``None`` if there is none.
+
+    Raises:
+        AppDBError: There was more than one row (a bug in the statement).
+    """
+    if len(rows) > 1:
+        msg = f"expected at most one row, got {len(rows)}"
+        raise AppDBError(msg)
+    return rows[0] if rows else None

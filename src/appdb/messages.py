@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -29,6 +30,7 @@ from appdb._sql import (
     core_execute,
     dialect_name,
     insert_or_explain,
+    only_row,
     retry_insert,
     returning,
     upsert_insert,
@@ -276,7 +278,7 @@ def _insert_row(
     """`insert_or_explain` at the Core level: the inserted row as a `MessageRow`."""
 
     def attempt() -> MessageRow | None:
-        row = core_execute(session, statement, values).one_or_none()
+        row = only_row(core_execute(session, statement, values))
         return None if row is None else MessageRow._make(row)
 
     return retry_insert(attempt, explain, found)
@@ -334,7 +336,7 @@ def _stored(session: Session, new: _NewMessage) -> Message | None:
 
 def _stored_row(session: Session, new: _NewMessage) -> MessageRow | None:
     """`_stored` at the Core level."""
-    row = core_execute(session, _STORED_ROW, _by_key(new)).one_or_none()
+    row = only_row(core_execute(session, _STORED_ROW, _by_key(new)))
     return None if row is None else _same_message(MessageRow._make(row), new)
 
 
@@ -556,7 +558,8 @@ def unread_count(session: Session, user_id: int) -> int:
     """
     recipient_id = validated(_UserId, user_id=user_id).user_id
     session.flush()
-    return int(core_execute(session, _UNREAD_COUNT, {"user_id": recipient_id}).scalar_one())
+    ((count,),) = core_execute(session, _UNREAD_COUNT, {"user_id": recipient_id})
+    return int(count)
 
 
 def mark_read(
@@ -595,6 +598,7 @@ def mark_read(
     if marking.message_ids == []:
         return 0
     statement = _mark_read_statement(
+        dialect_name(session),
         by_ids=marking.message_ids is not None,
         by_conversation=marking.conversation_id is not None,
     )
@@ -605,7 +609,7 @@ def mark_read(
         "in_conversation": marking.conversation_id,
         "now": utcnow(),
     }
-    marked = core_execute(session, statement, values).scalars().all()
+    marked = [message_id for (message_id,) in core_execute(session, statement, values)]
     # Keep the session's copies of the marked messages in step with the rows.
     for message_id in marked:
         loaded = session.identity_map.get(identity_key(Message, message_id))
@@ -629,11 +633,18 @@ def _id_list(message_ids: object) -> list[object] | None:
 
 
 @functools.cache
-def _mark_read_statement(*, by_ids: bool, by_conversation: bool) -> TypedReturnsRows[int]:
+def _mark_read_statement(
+    dialect: str, *, by_ids: bool, by_conversation: bool
+) -> TypedReturnsRows[int]:
     """``UPDATE messages SET is_read = true ... WHERE <the user's unread> RETURNING id``."""
     columns = _MESSAGES.c
     statement = sa.update(_MESSAGES).where(columns.recipient_id == sa.bindparam("user_id"), _UNREAD)
-    if by_ids:
+    if by_ids and dialect == "postgresql":
+        # One array parameter: the same SQL text for any number of ids, so one prepared
+        # statement, and no per-call expansion of the SQL.
+        ids = sa.bindparam("message_ids", type_=postgresql.ARRAY(sa.BigInteger))
+        statement = statement.where(columns.id == sa.any_(ids))
+    elif by_ids:
         statement = statement.where(columns.id.in_(sa.bindparam("message_ids", expanding=True)))
     if by_conversation:
         # A bound parameter of an UPDATE must not be named after a column.

@@ -235,7 +235,7 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         "last_login_at": utcnow(),
     }
     if as_row:
-        row = core_execute(session, _touch_row_statement(dialect_name(session)), values).one()
+        (row,) = core_execute(session, _touch_row_statement(dialect_name(session)), values)
         return UserRow._make(row)
     return session.scalars(_touch_statement(dialect_name(session)), values).one()
 

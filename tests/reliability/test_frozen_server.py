@@ -26,6 +26,9 @@ from appdb import (
     get_async_engine,
 )
 from appdb.engine import _postgresql_connect_args
+from appdb.messages import unread_count
+from appdb.session import session_scope
+from appdb.users import touch_telegram_user
 from pgserver import PostgresServer
 from reliability_helpers import AppDBServer
 
@@ -157,6 +160,24 @@ async def test_frozen_server_surfaces_as_connection_lost_async(
             assert 1 == await session.scalar(SELECT_1)
     finally:
         await get_async_engine().dispose()
+
+
+def test_frozen_server_stops_a_hot_operation_in_time(
+    use_server: Callable[..., AppDBServer],
+) -> None:
+    """The hot statements run on the driver's cursor (`appdb._direct`), under the same deadline."""
+    database = use_server(client_timeout=CLIENT_TIMEOUT, connect_timeout=int(CLIENT_TIMEOUT))
+    with session_scope() as session:
+        touch_telegram_user(session, 1, as_row=True)
+    with SessionLocal() as session:
+        with frozen(database.server):
+            started = time.monotonic()
+            with pytest.raises(ConnectionLostError, match="DATABASE_CLIENT_TIMEOUT"):
+                touch_telegram_user(session, 1, first_name="Ann", as_row=True)
+            assert_within_bound(started)
+        session.rollback()
+    with session_scope() as session:
+        assert 0 == unread_count(session, 1)  # the pool reconnected
 
 
 def test_a_long_statement_within_the_deadline_is_left_alone(

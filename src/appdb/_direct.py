@@ -1,0 +1,198 @@
+"""The hot Core statements run on the driver's cursor, in the session's own transaction.
+
+SQLAlchemy's execution of a cached Core statement still builds an execution context, looks the
+statement up in the compiled cache, runs the statement's parameters and results through its
+result machinery and dispatches events: about a third of the Python work of a one-row touch on
+PostgreSQL. Here a statement is compiled once per dialect into a `Plan` (SQL text, the
+parameters' defaults and bind processors, the columns' result processors), and each call does
+only what is left: the values through the bind processors, ``dialect.do_execute`` on a cursor of
+the session's connection, the rows through the result processors.
+
+What appdb guarantees holds because the same parts run:
+
+- ``dialect.do_execute`` is the call `appdb._deadline` guards (``DATABASE_CLIENT_TIMEOUT``);
+- an error goes through SQLAlchemy's own ``Connection._handle_dbapi_exception``: the
+  ``handle_error`` listeners of `appdb._errors` translate it, a lost connection is invalidated;
+- the connection comes from ``session.connection()``: the transaction, ``SET LOCAL`` behind
+  PgBouncer and the replica routing are the session's.
+
+Whenever someone watches the SQL (``DATABASE_ECHO``, the ``sqlalchemy.engine`` logger at INFO,
+any execute or cursor-execute event listener) or the connection has a ``schema_translate_map``,
+the statement runs through SQLAlchemy as before, so that what they see is complete.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import Connection, Dialect
+
+__all__ = ["Plan", "plan_for", "rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A statement compiled for one dialect, with what executing it needs beyond the SQL."""
+
+    sql: str
+    keys: frozenset[str]
+    positional: tuple[str, ...] | None
+    required: frozenset[str]
+    fixed: Mapping[str, Any]
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]
+    returns_rows: bool
+    results: tuple[Callable[[Any], Any] | None, ...] | None
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters: defaults, then `values`, through the bind processors."""
+        merged = {**self.fixed, **values}
+        for name, process in self.binds:
+            merged[name] = process(merged[name])
+        if self.positional is None:
+            return merged
+        return tuple(merged[name] for name in self.positional)
+
+    def processed(self, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The fetched rows through the result processors."""
+        processors = self.results
+        if processors is None:
+            return list(fetched)
+        return [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(processors, row, strict=True)
+            )
+            for row in fetched
+        ]
+
+
+# Each dialect keeps its plans (by statement identity) for as long as it lives; statements are
+# built once per shape by the operations, so there are a handful. None: the statement has none.
+_PLANS = "_appdb_direct_plans"
+_plans_lock = threading.Lock()
+
+
+def plan_for(
+    statement: sa.Executable, dialect: Dialect, keys: Iterable[str] = ()
+) -> Plan | None:
+    """The cached plan of `statement` for `dialect`, or ``None`` if it needs SQLAlchemy.
+
+    Args:
+        statement: A Core statement built once (the cache holds it by identity).
+        dialect: The connection's dialect.
+        keys: The names of the values it is executed with: SQLAlchemy compiles an INSERT or
+            UPDATE for them, so a plan serves only calls with the same names.
+
+    Returns:
+        The plan, or ``None`` for a statement with expanding or literal-execute parameters,
+        escaped parameter names, or column defaults computed in Python.
+    """
+    plans: dict[int, tuple[sa.Executable, Plan | None]] | None = getattr(dialect, _PLANS, None)
+    if plans is None:
+        with _plans_lock:
+            plans = dialect.__dict__.setdefault(_PLANS, {})
+    cached = plans.get(id(statement))
+    if cached is not None and cached[0] is statement:
+        return cached[1]
+    plan = _compile(statement, dialect, frozenset(keys))
+    plans[id(statement)] = (statement, plan)
+    return plan
+
+
+def _compile(statement: sa.Executable, dialect: Dialect, keys: frozenset[str]) -> Plan | None:
+    compiled: Any = statement.compile(  # type: ignore[attr-defined]
+        dialect=dialect, column_keys=sorted(keys)
+    )
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    if getattr(compiled, "escaped_bind_names", None):
+        return None
+    fixed: dict[str, Any] = {}
+    for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+        default = column.default if column in compiled.insert_prefetch else column.onupdate
+        if default is None or not default.is_scalar:
+            return None
+        fixed[column.key] = default.arg
+    required: set[str] = set()
+    binds: dict[str, Callable[[Any], Any]] = {}
+    for bind, name in compiled.bind_names.items():
+        if bind.required:
+            required.add(name)
+        elif name not in fixed:
+            if bind.callable is not None:
+                return None
+            fixed[name] = bind.value
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            binds[name] = process  # once per name, however often the statement uses it
+    columns = tuple(getattr(statement, "exported_columns", ()))
+    results = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+    )
+    positional = tuple(compiled.positiontup) if compiled.positional else None
+    return Plan(
+        sql=compiled.string,
+        keys=keys,
+        positional=positional,
+        required=frozenset(required - fixed.keys()),
+        fixed=fixed,
+        binds=tuple(binds.items()),
+        returns_rows=bool(columns),
+        results=results if any(process is not None for process in results) else None,
+    )
+
+
+def _watched(connection: Connection) -> bool:
+    """Whether someone sees the SQL this connection runs: echo, logging or event listeners."""
+    if connection._echo:  # noqa: SLF001 - SQLAlchemy's own per-connection flag
+        return True
+    # The engine's listeners, including those on the Engine class; a session's connection is
+    # made per transaction, so nobody listens on it alone.
+    dispatch: Any = connection.engine.dispatch
+    return bool(
+        dispatch.before_execute
+        or dispatch.after_execute
+        or dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or connection.get_execution_options().get("schema_translate_map")
+    )
+
+
+def rows(
+    connection: Connection, statement: sa.Executable, values: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Run `statement` on `connection` and return all its rows (none for a DML without RETURNING).
+
+    Args:
+        connection: The session's connection, in its transaction.
+        statement: A Core statement built once, with bound parameters.
+        values: Its parameters.
+
+    Returns:
+        The rows, as tuples of processed values (what SQLAlchemy's result would hold).
+    """
+    plan = None
+    if not connection.invalidated and not _watched(connection):
+        plan = plan_for(statement, connection.dialect, values.keys())
+    if plan is None or values.keys() != plan.keys or not plan.required <= plan.keys:
+        return [tuple(row) for row in connection.execute(statement, values)]
+    dialect: Any = connection.dialect
+    cursor = None
+    parameters: Any = values
+    try:
+        parameters = plan.parameters(values)
+        cursor = connection.connection.cursor()
+        dialect.do_execute(cursor, plan.sql, parameters, None)
+        # psycopg builds `cursor.description` anew on every access: the plan knows instead.
+        fetched = cursor.fetchall() if plan.returns_rows else ()
+        cursor.close()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by SQLAlchemy, as its execute does
+        # SQLAlchemy's own handling: handle_error listeners, invalidation, the cursor closed.
+        connection._handle_dbapi_exception(exc, plan.sql, parameters, cursor, None)  # noqa: SLF001
+    return plan.processed(fetched)

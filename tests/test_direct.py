@@ -1,0 +1,230 @@
+"""The hot statements on the driver's cursor (`appdb._direct`): same rows, same errors, same SQL.
+
+SQLAlchemy's statement execution (``Connection._execute_context``) is made to fail here, so a
+test that passes ran on the direct path; watching the SQL (echo, an event listener) must bring
+SQLAlchemy's execution back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from appdb import (
+    ConnectionLostError,
+    DatabaseSettings,
+    StatementTimeoutError,
+    aio,
+    create_engine,
+)
+from appdb._direct import plan_for, rows
+from appdb.messages import inbox, mark_read, send_message, unread_count
+from appdb.models import User
+from appdb.rows import MessageRow, UserRow
+from appdb.session import session_scope
+from appdb.users import touch_telegram_user
+
+
+class SQLAlchemyExecutionError(AssertionError):
+    """A statement went through SQLAlchemy's execution where the direct path was expected."""
+
+
+@pytest.fixture
+def no_sqlalchemy_execution(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLAlchemy's execution of a compiled statement raises, once `engine`'s database is made.
+
+    Driver SQL, such as a dialect's first-connect queries, still runs.
+    """
+    del engine
+    execute = sa.engine.Connection._execute_context
+
+    def refuse(
+        self: sa.Connection, dialect: object, constructor: object, *rest: Any, **keywords: Any
+    ) -> Any:
+        if getattr(constructor, "__name__", "") == "_init_compiled":
+            raise SQLAlchemyExecutionError
+        return execute(self, dialect, constructor, *rest, **keywords)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sa.engine.Connection, "_execute_context", refuse)
+
+
+def hot_path(session: Session) -> tuple[UserRow, UserRow, MessageRow, list[MessageRow], int, int]:
+    """Every hot operation once, in their row forms.
+
+    On SQLite an id list is an IN list that SQLAlchemy expands per call, so mark_read marks
+    all of the user's messages there; on PostgreSQL the ids are one array parameter.
+    """
+    ann = touch_telegram_user(session, 1, username="ann", first_name="Ann", as_row=True)
+    bob = touch_telegram_user(session, 2, first_name="Bob", as_row=True)
+    sent = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="hi", as_row=True)
+    page = inbox(session, bob.id, as_rows=True)
+    unread = unread_count(session, bob.id)
+    if session.get_bind().dialect.name == "postgresql":
+        marked = mark_read(session, bob.id, message_ids=[sent.id, sent.id + 1000])
+    else:
+        marked = mark_read(session, bob.id)
+    return ann, bob, sent, page, unread, marked
+
+
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+def test_hot_operations_run_on_the_driver_cursor(
+    session: Session, statements: list[str], backend: str
+) -> None:
+    """Touch, send, inbox, unread_count and mark_read: one driver call each, right results."""
+    ann, bob, sent, page, unread, marked = hot_path(session)
+    session.commit()
+    assert 6 == len(statements)
+    assert ("ann", "Ann", 1) == (ann.telegram_username, ann.first_name, ann.telegram_user_id)
+    assert (ann.id, bob.id, "hi", False) == (
+        sent.sender_id,
+        sent.recipient_id,
+        sent.content,
+        sent.is_read,
+    )
+    assert ([sent], 1, 1) == (page, unread, marked)
+    assert sent.created_at.tzinfo is UTC, backend
+    assert 0 == unread_count(session, bob.id)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+async def test_async_twins_run_on_the_driver_cursor(
+    async_session: AsyncSession, async_statements: list[str]
+) -> None:
+    """The async twins share the path (SQLAlchemy's adapted cursor, in its greenlet)."""
+    ann = await aio.touch_telegram_user(async_session, 1, as_row=True)
+    bob = await aio.touch_telegram_user(async_session, 2, as_row=True)
+    sent = await aio.send_message(
+        async_session, sender_id=ann.id, recipient_id=bob.id, content="hi", as_row=True
+    )
+    assert [sent] == await aio.inbox(async_session, bob.id, as_rows=True)
+    assert 1 == await aio.mark_read(async_session, bob.id)
+    assert 0 == await aio.unread_count(async_session, bob.id)
+    await async_session.commit()
+    assert 6 == len(async_statements)
+
+
+def test_rows_equal_sqlalchemys(session: Session) -> None:
+    """The same statement through SQLAlchemy and directly: equal rows, values and types."""
+    touch_telegram_user(session, 7, first_name="Eve", is_premium=True)
+    statement = sa.select(*User.__table__.c).where(User.__table__.c.telegram_user_id == 7)  # type: ignore[attr-defined]
+    connection = session.connection()
+    through_sqlalchemy = [tuple(row) for row in connection.execute(statement)]
+    direct = rows(connection, statement, {})
+    assert through_sqlalchemy == direct
+    assert [type(value) for value in through_sqlalchemy[0]] == [type(v) for v in direct[0]]
+    assert plan_for(statement, connection.dialect) is not None
+
+
+def test_statements_that_need_sqlalchemy_have_no_plan(engine: sa.Engine) -> None:
+    """An expanding IN list and a Python-side callable default go through SQLAlchemy."""
+    users = User.__table__  # type: ignore[attr-defined]
+    expanding = sa.select(users.c.id).where(users.c.id.in_(sa.bindparam("ids", expanding=True)))
+    table = sa.Table("t", sa.MetaData(), sa.Column("x", sa.Integer, default=lambda: 1))
+    assert plan_for(expanding, engine.dialect) is None
+    assert plan_for(sa.insert(table), engine.dialect) is None
+    assert plan_for(sa.insert(table), engine.dialect, ["x"]) is not None
+
+
+@pytest.mark.usefixtures("engine")  # the tables
+def test_echo_brings_sqlalchemys_execution_back(
+    settings: DatabaseSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``DATABASE_ECHO``: every hot statement is logged, as before."""
+    engine = create_engine(settings.model_copy(update={"echo": True}))
+    try:
+        with (
+            caplog.at_level(logging.INFO, "sqlalchemy.engine"),
+            session_scope(sessionmaker(engine, class_=Session)) as session,
+        ):
+            touch_telegram_user(session, 5, as_row=True)
+            unread_count(session, 1)
+        logged = [record.getMessage() for record in caplog.records]
+        assert any(message.startswith("INSERT INTO users") for message in logged)
+        assert any("count(" in message.lower() for message in logged)
+    finally:
+        engine.dispose()
+
+
+def test_a_cursor_listener_sees_every_hot_statement(engine: sa.Engine, session: Session) -> None:
+    """An instrumentation listener (OpenTelemetry's, say) sees the statements, as before."""
+    seen: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        seen.append(statement.split(None, 1)[0])
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        hot_path(session)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == seen
+
+
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+def test_a_driver_error_is_sqlalchemys_and_the_session_recovers(session: Session) -> None:
+    """A constraint violation on the direct path: SQLAlchemy's IntegrityError, then rollback."""
+    users = User.__table__  # type: ignore[attr-defined]
+    insert = sa.insert(users).values(username=sa.bindparam("u"), email=sa.bindparam("e"))
+    connection = session.connection()
+    rows(connection, insert, {"u": "ann", "e": "ann@example.com"})
+    with pytest.raises(sa.exc.IntegrityError, match=r"UNIQUE|unique"):
+        rows(connection, insert, {"u": "ann", "e": "ann@example.com"})
+    session.rollback()
+    assert 0 == unread_count(session, 1)
+
+
+@pytest.fixture
+def blocking(database_url: sa.URL) -> Iterator[psycopg.Connection]:
+    """A second connection, outside the engine, holding whatever the test makes it hold."""
+    url = database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as connection:
+        yield connection
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+def test_a_statement_timeout_on_the_direct_path_is_translated(
+    settings: DatabaseSettings, blocking: psycopg.Connection
+) -> None:
+    """A touch waiting on a row lock past DATABASE_STATEMENT_TIMEOUT: StatementTimeoutError."""
+    engine = create_engine(settings.model_copy(update={"statement_timeout": 200}))
+    factory = sessionmaker(engine, class_=Session)
+    try:
+        with session_scope(factory) as session:
+            touch_telegram_user(session, 9, as_row=True)
+        blocking.execute("SELECT 1 FROM users WHERE telegram_user_id = 9 FOR UPDATE")
+        with factory() as session:
+            with pytest.raises(StatementTimeoutError, match="200 ms"):
+                touch_telegram_user(session, 9, first_name="Late", as_row=True)
+            session.rollback()
+            blocking.rollback()
+            assert "Late" == touch_telegram_user(session, 9, first_name="Late", as_row=True)[11]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+def test_a_lost_connection_on_the_direct_path_is_translated_and_replaced(
+    engine: sa.Engine, session: Session, blocking: psycopg.Connection
+) -> None:
+    """The session's backend terminated: ConnectionLostError, and the pool reconnects."""
+    touch_telegram_user(session, 3, as_row=True)
+    session.commit()
+    pid = session.connection().connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    blocking.execute("SELECT pg_terminate_backend(%s)", [pid])
+    blocking.commit()
+    with pytest.raises(ConnectionLostError, match="rolled back"):
+        touch_telegram_user(session, 3, as_row=True)
+    session.rollback()
+    assert 3 == touch_telegram_user(session, 3, as_row=True).telegram_user_id
