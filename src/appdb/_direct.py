@@ -78,9 +78,7 @@ _PLANS = "_appdb_direct_plans"
 _plans_lock = threading.Lock()
 
 
-def plan_for(
-    statement: sa.Executable, dialect: Dialect, keys: Iterable[str] = ()
-) -> Plan | None:
+def plan_for(statement: sa.Executable, dialect: Dialect, keys: Iterable[str] = ()) -> Plan | None:
     """The cached plan of `statement` for `dialect`, or ``None`` if it needs SQLAlchemy.
 
     Args:
