@@ -466,12 +466,15 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
                 connection.commit()
                 counts.append(1)
 
-    def appdb_worker(stop: float, counts: list[int]) -> None:
+    def appdb_worker(stop: float, counts: list[int], *, as_row: bool = False) -> None:
         ids = itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
         while time.perf_counter() < stop:
             with session_scope(factory) as session:
-                touch_telegram_user(session, next(ids), **PROFILE)
+                touch_telegram_user(session, next(ids), **PROFILE, as_row=as_row)
             counts.append(1)
+
+    def appdb_row_worker(stop: float, counts: list[int]) -> None:
+        appdb_worker(stop, counts, as_row=True)
 
     def threaded(worker: Callable[[float, list[int]], None]) -> float:
         counts: list[int] = []
@@ -483,7 +486,7 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
             thread.join()
         return len(counts) / SECONDS
 
-    async def tasks() -> float:
+    async def tasks(*, as_row: bool = False) -> float:
         async_engine = create_async_engine(hot.settings.model_copy(update={"pool_size": THREADS}))
         async_factory = _async_sessionmaker(async_engine)
         ids = itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
@@ -494,7 +497,7 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
             nonlocal count
             while time.perf_counter() < stop:
                 async with async_session_scope(async_factory) as session:
-                    await aio.touch_telegram_user(session, next(ids), **PROFILE)
+                    await aio.touch_telegram_user(session, next(ids), **PROFILE, as_row=as_row)
                 count += 1
 
         await asyncio.gather(*(worker() for _ in range(TASKS)))
@@ -505,14 +508,18 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
         f"raw psycopg, {THREADS} threads": [],
         f"appdb, {THREADS} threads": [],
         f"appdb async, {TASKS} tasks": [],
+        f"appdb as_row=True, {THREADS} threads": [],
+        f"appdb async as_row=True, {TASKS} tasks": [],
     }
     runs = [
         lambda: threaded(raw_worker),
         lambda: threaded(appdb_worker),
         lambda: hot.loop.run_until_complete(tasks()),
+        lambda: threaded(appdb_row_worker),
+        lambda: hot.loop.run_until_complete(tasks(as_row=True)),
     ]
     for round_ in range(3):
-        for index in [(round_ + i) % 3 for i in range(3)]:
+        for index in [(round_ + i) % len(runs) for i in range(len(runs))]:
             results[list(results)[index]].append(runs[index]())
     engine.dispose()
     if ceiling := _pgbench(hot.url, replay):

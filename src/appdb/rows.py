@@ -2,9 +2,10 @@
 
 The hot operations return model instances by default. With ``as_row=True``
 (`touch_telegram_user`, `send_message`) or ``as_rows=True`` (`inbox`) they run the same one
-statement at the Core level on the session's own connection, in the caller's transaction, and
+statement on the driver's cursor of the session's own connection, in the caller's transaction
+(through SQLAlchemy's execution whenever the SQL is watched: echo, logging, event listeners), and
 return these tuples instead: no identity map entry, no attribute instrumentation, nothing to
-refresh or expire, about a third of the Python work per call. A `UserRow` leaves out the
+refresh or expire, about half of the Python work per call. A `UserRow` leaves out the
 password hash; the values are what the database returned, so they never go stale within the
 call but are not updated by later writes either.
 """
