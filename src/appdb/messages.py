@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import sqlalchemy as sa
 from pydantic import Field
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -598,7 +597,6 @@ def mark_read(
     if marking.message_ids == []:
         return 0
     statement = _mark_read_statement(
-        dialect_name(session),
         by_ids=marking.message_ids is not None,
         by_conversation=marking.conversation_id is not None,
     )
@@ -633,18 +631,11 @@ def _id_list(message_ids: object) -> list[object] | None:
 
 
 @functools.cache
-def _mark_read_statement(
-    dialect: str, *, by_ids: bool, by_conversation: bool
-) -> TypedReturnsRows[int]:
+def _mark_read_statement(*, by_ids: bool, by_conversation: bool) -> TypedReturnsRows[int]:
     """``UPDATE messages SET is_read = true ... WHERE <the user's unread> RETURNING id``."""
     columns = _MESSAGES.c
     statement = sa.update(_MESSAGES).where(columns.recipient_id == sa.bindparam("user_id"), _UNREAD)
-    if by_ids and dialect == "postgresql":
-        # One array parameter: the same SQL text for any number of ids, so one prepared
-        # statement, and no per-call expansion of the SQL.
-        ids = sa.bindparam("message_ids", type_=postgresql.ARRAY(sa.BigInteger))
-        statement = statement.where(columns.id == sa.any_(ids))
-    elif by_ids:
+    if by_ids:
         statement = statement.where(columns.id.in_(sa.bindparam("message_ids", expanding=True)))
     if by_conversation:
         # A bound parameter of an UPDATE must not be named after a column.
