@@ -101,6 +101,51 @@ def test_import_has_no_side_effects(tmp_path: Path) -> None:
     assert "" == result.stderr
 
 
+def _fresh_interpreter(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert 0 == result.returncode, result.stderr
+    return result.stdout
+
+
+def test_public_names_load_their_modules_on_first_use() -> None:
+    """``import appdb`` loads no SQLAlchemy or pydantic; each name brings only what it needs."""
+    orm = ["sqlalchemy", "sqlmodel"]
+    code = (
+        "import sys\n"
+        "seen = lambda: sorted(m for m in WATCHED if m in sys.modules)\n"
+        "WATCHED = ('sqlalchemy', 'pydantic', 'sqlmodel', 'pydantic_settings',"
+        " 'email_validator', 'appdb.settings', 'appdb.users')\n"
+        "import appdb; print(seen())\n"
+        "from appdb import get_db, SessionLocal, User, Message; print(seen())\n"
+        "from appdb import UserCreate; UserCreate(username='ann', email='a@b.io',"
+        " password='x' * 8); print(seen())\n"
+        "SessionLocal().close(); print(seen())\n"
+    )
+    assert [
+        "[]",
+        "['pydantic', 'sqlalchemy', 'sqlmodel']",
+        "['email_validator', 'pydantic', 'sqlalchemy', 'sqlmodel']",
+        str(["appdb.settings", "email_validator", "pydantic", "pydantic_settings", *orm]),
+    ] == _fresh_interpreter(code).splitlines()
+
+
+def test_every_public_name_resolves_in_a_fresh_interpreter() -> None:
+    """Each name of __all__ resolves on first access to its module's object, and dir() lists it."""
+    code = (
+        "import importlib, appdb\n"
+        "missing = [n for n in appdb.__all__ if n not in dir(appdb)]\n"
+        "for name in appdb.__all__:\n"
+        "    value = getattr(appdb, name)\n"
+        "    module = getattr(value, '__module__', None)\n"
+        "    if module and module.startswith('appdb.') and hasattr(value, '__qualname__'):\n"
+        "        assert getattr(importlib.import_module(module), value.__qualname__) is value, name\n"
+        "print(missing, appdb.metadata is appdb.User.metadata, appdb.get_engine.__module__)\n"
+    )
+    assert "[] True appdb.engine" == _fresh_interpreter(code).strip()
+
+
 @pytest.mark.slow
 def test_wheel_contents(installed_wheel: InstalledWheel) -> None:
     """The wheel ships py.typed and the models, and no tests."""

@@ -84,3 +84,26 @@ def test_message_create_keeps_content_verbatim() -> None:
     """Content is stored as written (no stripping), up to 4096 characters."""
     content = "  hi\n" + "x" * 4091
     assert content == MessageCreate(recipient_id=1, content=content).content
+
+
+def test_email_is_described_to_openapi_as_pydantic_emailstr_is() -> None:
+    """The lazily loaded email check keeps EmailStr's JSON schema: a string, format email, bounded."""
+    expected = {"type": "string", "format": "email", "maxLength": UserLimits.EMAIL}
+    assert expected | {"title": "Email"} == UserCreate.model_json_schema()["properties"]["email"]
+    update = UserUpdate.model_json_schema()["properties"]["email"]
+    assert [expected, {"type": "null"}] == update["anyOf"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("ann@", "There must be something after the @-sign"),
+        ("a" * 330 + "@example.io", "too long"),
+        ("ann\x00@example.io", "invalid characters"),
+    ],
+)
+def test_email_errors_are_email_validators_own(value: str, reason: str) -> None:
+    """A bad address fails with email-validator's explanation, as with pydantic's EmailStr."""
+    with pytest.raises(ValidationError, match=reason) as caught:
+        UserCreate(**(GOOD | {"email": value}))
+    assert [("email",)] == [error["loc"] for error in caught.value.errors()]

@@ -4,16 +4,9 @@ Settings -> engines -> session factories -> FastAPI dependencies, plus the share
 Importing appdb reads no environment and opens no connection.
 """
 
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from appdb.dependencies import get_async_db, get_db
-from appdb.engine import (
-    create_async_engine,
-    create_engine,
-    get_async_engine,
-    get_engine,
-    reset_engines,
-)
 from appdb.exceptions import (
     AlreadyExistsError,
     AppDBError,
@@ -44,45 +37,92 @@ from appdb.exceptions import (
     UsernameTakenError,
     UserNotFoundError,
 )
-from appdb.models import (
-    AppDBModel,
-    Message,
-    MessageCreate,
-    MessageRead,
-    User,
-    UserCreate,
-    UserRead,
-    UserUpdate,
-    metadata,
-)
-from appdb.routing import use_primary
-from appdb.session import (
-    SessionLocal,
-    async_session_scope,
-    session_scope,
-)
-from appdb.settings import DatabaseSettings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from appdb.dependencies import get_async_db, get_db
+    from appdb.engine import (
+        create_async_engine,
+        create_engine,
+        get_async_engine,
+        get_engine,
+        reset_engines,
+    )
+    from appdb.models import (
+        AppDBModel,
+        Message,
+        MessageCreate,
+        MessageRead,
+        User,
+        UserCreate,
+        UserRead,
+        UserUpdate,
+        metadata,
+    )
+    from appdb.routing import use_primary
+    from appdb.session import SessionLocal, async_session_scope, session_scope
+    from appdb.settings import DatabaseSettings, get_settings
+
+    AsyncSessionLocal: async_sessionmaker[AsyncSession]
+    __version__: str
+
+# Each public name's module, imported on first access (PEP 562): `import appdb` alone loads
+# neither SQLAlchemy nor pydantic, and `from appdb import User` loads the models only.
+_LAZY = {
+    **dict.fromkeys(("get_async_db", "get_db"), "appdb.dependencies"),
+    **dict.fromkeys(
+        ("create_async_engine", "create_engine", "get_async_engine", "get_engine", "reset_engines"),
+        "appdb.engine",
+    ),
+    **dict.fromkeys(
+        (
+            "AppDBModel",
+            "Message",
+            "MessageCreate",
+            "MessageRead",
+            "User",
+            "UserCreate",
+            "UserRead",
+            "UserUpdate",
+            "metadata",
+        ),
+        "appdb.models",
+    ),
+    "use_primary": "appdb.routing",
+    **dict.fromkeys(("SessionLocal", "async_session_scope", "session_scope"), "appdb.session"),
+    **dict.fromkeys(("DatabaseSettings", "get_settings"), "appdb.settings"),
+}
 
 
-def __getattr__(name: str) -> Any:
-    """Names whose imports wait for first use (PEP 562): `__version__`, `AsyncSessionLocal`.
+# Type checkers see the declarations above instead, so a misspelt name is an error for them.
+if not TYPE_CHECKING:
 
-    A sync-only process then never loads ``importlib.metadata`` for the version nor
-    SQLAlchemy's asyncio extension.
-    """
-    if name == "__version__":
-        from importlib.metadata import version  # noqa: PLC0415
+    def __getattr__(name: str) -> Any:
+        """The public names, each imported from its module on first access (PEP 562).
 
-        value: Any = version("appdb")
-    elif name == "AsyncSessionLocal":
-        from appdb.session import async_session_local  # noqa: PLC0415
+        `__version__` reads ``importlib.metadata`` and `AsyncSessionLocal` loads SQLAlchemy's
+        asyncio extension only when asked for.
+        """
+        if name in _LAZY:
+            value: Any = getattr(import_module(_LAZY[name]), name)
+        elif name == "__version__":
+            from importlib.metadata import version  # noqa: PLC0415
 
-        value = async_session_local()
-    else:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    globals()[name] = value
-    return value
+            value = version("appdb")
+        elif name == "AsyncSessionLocal":
+            from appdb.session import async_session_local  # noqa: PLC0415
+
+            value = async_session_local()
+        else:
+            msg = f"module {__name__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -14,7 +14,6 @@ from appdb._errors import TranslatingAsyncQueuePool, TranslatingQueuePool, trans
 from appdb._ping import inspect_before_ping
 from appdb._redaction import redact_engine_logs, redact_logs_of, where
 from appdb.clients import installed_versions, tag_application_name
-from appdb.settings import DatabaseSettings, get_settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,6 +21,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
     from sqlalchemy.pool import ConnectionPoolEntry
+
+    from appdb.settings import DatabaseSettings
 
 __all__ = [
     "create_async_engine",
@@ -36,6 +37,15 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+
+def default_settings() -> DatabaseSettings:
+    """`appdb.settings.get_settings()`, imported with the first engine rather than with appdb."""
+    # pydantic-settings and the settings model take ~50 ms to import; a process that never
+    # builds an engine (a CLI's --help, a test that only uses the models) skips them.
+    from appdb.settings import get_settings  # noqa: PLC0415
+
+    return get_settings()
 
 
 class _Lazy(Generic[_T]):
@@ -229,7 +239,7 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
         `DatabaseUnavailableError` (unreachable), `ConnectionLostError`, `PoolTimeoutError`
         and `StatementTimeoutError` instead of the driver's errors.
     """
-    settings = settings or get_settings()
+    settings = settings or default_settings()
     redact_engine_logs()
     if settings.is_postgresql:
         kwargs = {"poolclass": TranslatingQueuePool} | kwargs
@@ -270,7 +280,7 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
         create_async_engine as _sa_create_async_engine,
     )
 
-    settings = settings or get_settings()
+    settings = settings or default_settings()
     redact_engine_logs()
     if settings.is_postgresql:
         kwargs = {"poolclass": TranslatingAsyncQueuePool} | kwargs
@@ -326,7 +336,7 @@ def create_replica_engines(
     Returns:
         The replica engines, in the order of the setting; empty when there are none.
     """
-    settings = settings or get_settings()
+    settings = settings or default_settings()
     return tuple(create_engine(replica, **kwargs) for replica in _replica_settings(settings))
 
 
@@ -342,7 +352,7 @@ def create_async_replica_engines(
     Returns:
         The replica engines; empty when there are none.
     """
-    settings = settings or get_settings()
+    settings = settings or default_settings()
     return tuple(create_async_engine(replica, **kwargs) for replica in _replica_settings(settings))
 
 
@@ -392,4 +402,6 @@ def reset_engines(*, close: bool = True) -> None:
         replica.dispose(close=close)
     for async_replica in _async_replica_engines.reset() or ():
         async_replica.sync_engine.dispose(close=False)
+    from appdb.settings import get_settings  # noqa: PLC0415
+
     get_settings.cache_clear()

@@ -13,13 +13,13 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from appdb.engine import (
+    default_settings,
     get_async_engine,
     get_async_replica_engines,
     get_engine,
     get_replica_engines,
 )
 from appdb.routing import RoutingSession, use_primary
-from appdb.settings import get_settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -46,7 +46,7 @@ class _LazySessionmaker(sessionmaker[Session]):
             if replicas := get_replica_engines():
                 return RoutingSession(
                     replicas=replicas,
-                    replica_retry_interval=get_settings().replica_retry_interval,
+                    replica_retry_interval=default_settings().replica_retry_interval,
                     **{**self.kw, **local_kw},
                 )
         return super().__call__(**local_kw)
@@ -67,7 +67,7 @@ def _async_session_local() -> async_sessionmaker[AsyncSession]:
                     local_kw |= {
                         "sync_session_class": RoutingSession,
                         "replicas": tuple(replica.sync_engine for replica in replicas),
-                        "replica_retry_interval": get_settings().replica_retry_interval,
+                        "replica_retry_interval": default_settings().replica_retry_interval,
                     }
             return super().__call__(**local_kw)
 
