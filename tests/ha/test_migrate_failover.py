@@ -8,65 +8,18 @@ the previous revision and no trace of the interrupted one, and a rerun there com
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from appdb.migrate.chains import appdb_chain, script_directory
 from autofailover import HA_PASSWORD, HA_USER, Formation
+from chain_copy import HEAD, SLOW_REVISION, cli_on, copy_chain
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DATABASE = "appdb_ha_migrate"
-
-# The head of appdb's chain, whatever revision that is now.
-HEAD = script_directory(appdb_chain()).get_current_head()
-
-# As in tests/reliability/test_migrate_kill.py: a revision that sleeps inside its transaction.
-SLOW_REVISION = f'''
-"""A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.
-
-Revision ID: 0003_slow
-Revises: {HEAD}
-"""
-
-import os
-
-from alembic import op
-
-revision = "0003_slow"
-down_revision = "{HEAD}"
-branch_labels = None
-depends_on = None
-compatibility = "additive"
-since = "0.1.0"
-
-
-def upgrade() -> None:
-    op.execute("CREATE TABLE slow_marker (id integer)")
-    op.execute(f"SELECT pg_sleep({{float(os.environ['APPDB_TEST_SLOW_SECONDS'])}})")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE slow_marker")
-'''
-
-RUN_ON_COPY = textwrap.dedent(
-    """
-    import sys
-    import appdb.migrate.chains
-    location = sys.argv.pop(1)
-    appdb.migrate.chains.script_location = lambda: location
-    from appdb.cli import run
-    run()
-    """
-)
 
 
 def _environment(url: str, slow_seconds: float) -> dict[str, str]:
@@ -86,10 +39,8 @@ def test_upgrade_interrupted_by_failover_fails_cleanly_and_reruns(
     primary.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     primary.execute(f"CREATE DATABASE {DATABASE} OWNER {HA_USER}")
     url = formation.url_text(HA_USER, HA_PASSWORD, DATABASE)
-    chain = tmp_path / "migrations"
-    shutil.copytree(REPO_ROOT / "migrations", chain)
-    (chain / "versions" / "0003_slow.py").write_text(SLOW_REVISION)
-    command = [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"]
+    chain = copy_chain(tmp_path, "0003_slow", SLOW_REVISION)
+    command = cli_on(chain, "upgrade")
 
     migration = subprocess.Popen(
         command,

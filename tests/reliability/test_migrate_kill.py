@@ -3,66 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from appdb.migrate.chains import appdb_chain, script_directory
+from chain_copy import HEAD, SLOW_REVISION, cli_on, copy_chain
 from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
-# The head of appdb's chain, whatever revision that is now.
-HEAD = script_directory(appdb_chain()).get_current_head()
-
-SLOW_REVISION = f'''
-"""A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.
-
-Revision ID: 0003_slow
-Revises: {HEAD}
-"""
-
-import os
-
-from alembic import op
-
-revision = "0003_slow"
-down_revision = "{HEAD}"
-branch_labels = None
-depends_on = None
-compatibility = "additive"
-since = "0.1.0"
-
-
-def upgrade() -> None:
-    op.execute("CREATE TABLE slow_marker (id integer)")
-    op.execute(f"SELECT pg_sleep({{float(os.environ['APPDB_TEST_SLOW_SECONDS'])}})")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE slow_marker")
-'''
-
-# The real CLI, with appdb's migrations swapped for the copy that has the slow revision.
-RUN_ON_COPY = textwrap.dedent(
-    """
-    import sys
-    import appdb.migrate.chains
-    location = sys.argv.pop(1)
-    appdb.migrate.chains.script_location = lambda: location
-    from appdb.cli import run
-    run()
-    """
-)
 
 
 def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -99,12 +54,10 @@ def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
     # when pg_sleep ends (recommended for production too, see the README).
     server = make_postgres_server(client_connection_check_interval="'200ms'")
     url = server.create_database("appdb").render_as_string(hide_password=False)
-    chain = tmp_path / "migrations"
-    shutil.copytree(REPO_ROOT / "migrations", chain)
-    (chain / "versions" / "0003_slow.py").write_text(SLOW_REVISION)
+    chain = copy_chain(tmp_path, "0003_slow", SLOW_REVISION)
 
     migration = subprocess.Popen(
-        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
+        cli_on(chain, "upgrade"),
         env=_environment(url, 120),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -156,9 +109,7 @@ def test_sigkill_mid_revision_leaves_previous_revision_and_no_lock(
     assert 0 == rerun.returncode, rerun.stderr
     assert f"nothing to do: database already at {HEAD}" in rerun.stdout
 
-    slow_chain_rerun = _finish(
-        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"], url, tmp_path
-    )
+    slow_chain_rerun = _finish(cli_on(chain, "upgrade"), url, tmp_path)
     assert 0 == slow_chain_rerun.returncode, slow_chain_rerun.stderr
     assert "upgraded 0003_slow in " in slow_chain_rerun.stdout
     assert [("0003_slow",)] == server.execute("SELECT version_num FROM alembic_version", "appdb")

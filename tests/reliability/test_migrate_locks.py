@@ -7,11 +7,9 @@ top of the head, against a throwaway PostgreSQL server.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +19,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from appdb.migrate.chains import appdb_chain, script_directory
+from chain_copy import HEAD, cli_on, copy_chain
 from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(Path(sys.executable).parent / "appdb-migrate")
-HEAD = script_directory(appdb_chain()).get_current_head()
 PROBE = "9001_probe"
 
 # ALTER TABLE needs ACCESS EXCLUSIVE on users; then the transaction stays open for
@@ -63,25 +59,6 @@ def downgrade() -> None:
     op.execute("ALTER TABLE users DROP COLUMN probe")
 '''
 
-# The real CLI, with appdb's migrations swapped for the copy that has the probe revision.
-RUN_ON_COPY = textwrap.dedent(
-    """
-    import sys
-    import appdb.migrate.chains
-    location = sys.argv.pop(1)
-    appdb.migrate.chains.script_location = lambda: location
-    from appdb.cli import run
-    run()
-    """
-)
-
-
-def _chain(tmp_path: Path) -> Path:
-    chain = tmp_path / "migrations"
-    shutil.copytree(REPO_ROOT / "migrations", chain)
-    (chain / "versions" / f"{PROBE}.py").write_text(PROBE_REVISION)
-    return chain
-
 
 def _environment(url: str, **settings: object) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
@@ -91,7 +68,7 @@ def _environment(url: str, **settings: object) -> dict[str, str]:
 
 def _upgrade(chain: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
+        cli_on(chain, "upgrade"),
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -102,7 +79,7 @@ def _upgrade(chain: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen[st
 
 def _finish(chain: Path, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", RUN_ON_COPY, str(chain), "upgrade"],
+        cli_on(chain, "upgrade"),
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -178,7 +155,7 @@ def test_blocked_ddl_never_stalls_inserts_and_names_the_blockers(
     deadline, then exits 1 naming the revision, the table and the blocking session.
     """
     url = _at_head(postgres_server, tmp_path)
-    chain = _chain(tmp_path)
+    chain = copy_chain(tmp_path, PROBE, PROBE_REVISION)
     dsn = postgres_server.dsn("appdb")
     with psycopg.connect(dsn) as holder:
         holder.execute("SET application_name = 'long-report'")
@@ -228,7 +205,7 @@ def test_losing_the_lock_connection_rolls_the_revision_back(
     The message says the lock was lost and the revision rolled back; a rerun applies it.
     """
     url = _at_head(postgres_server, tmp_path)
-    chain = _chain(tmp_path)
+    chain = copy_chain(tmp_path, PROBE, PROBE_REVISION)
     migration = _upgrade(chain, _environment(url, APPDB_TEST_SLOW_SECONDS=3), tmp_path)
     try:
 
@@ -272,7 +249,7 @@ def test_losing_the_lock_watchers_connection_changes_nothing(
     stderr stays empty (a primary dying under it printed a thread's traceback before).
     """
     url = _at_head(postgres_server, tmp_path)
-    chain = _chain(tmp_path)
+    chain = copy_chain(tmp_path, PROBE, PROBE_REVISION)
     migration = _upgrade(chain, _environment(url, APPDB_TEST_SLOW_SECONDS=3), tmp_path)
     watching = (
         "SELECT pid FROM pg_stat_activity "
@@ -309,7 +286,7 @@ def test_rerun_right_after_sigkill_succeeds(
     The killed migrator's backend notices its client is gone and stops, so its locks go too.
     """
     url = _at_head(postgres_server, tmp_path)
-    chain = _chain(tmp_path)
+    chain = copy_chain(tmp_path, PROBE, PROBE_REVISION)
     migration = _upgrade(chain, _environment(url, APPDB_TEST_SLOW_SECONDS=120), tmp_path)
     try:
 
@@ -346,7 +323,7 @@ def test_the_lock_survives_a_server_idle_session_timeout(
     """A server with idle_session_timeout shorter than a revision: the idle lock session lives on."""
     server = make_postgres_server(idle_session_timeout="'1s'")
     url = _at_head(server, tmp_path)
-    chain = _chain(tmp_path)
+    chain = copy_chain(tmp_path, PROBE, PROBE_REVISION)
     done = _finish(chain, _environment(url, APPDB_TEST_SLOW_SECONDS=2.5), tmp_path)
     assert 0 == done.returncode, done.stderr
     assert f"upgraded {PROBE} in " in done.stdout
