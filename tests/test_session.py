@@ -156,6 +156,6 @@ async def test_async_session_local_binds_lazily(
         await session.commit()
         assert "async" == user.username  # expire_on_commit=False: no lazy load needed
         bind = session.bind
-    assert bind is not None
+    assert isinstance(bind, AsyncEngine)
     await bind.dispose()
     assert 1 == _count_users(engine)

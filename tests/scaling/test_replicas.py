@@ -243,6 +243,6 @@ def test_without_replicas_sessions_are_plain(
     with SessionLocal() as session:
         assert Session is type(session).__mro__[1]
         assert not isinstance(session, RoutingSession)
-    session = AsyncSessionLocal()
-    assert not isinstance(session.sync_session, RoutingSession)
+    async_session = AsyncSessionLocal()
+    assert not isinstance(async_session.sync_session, RoutingSession)
     assert () == get_replica_engines()
