@@ -530,11 +530,18 @@ def test_typed_signature_lists_exactly_the_fields() -> None:
         assert field.default == defaults[name], name
 
 
-def test_psycopg2_url_is_read_as_psycopg_with_one_info_line(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    ("driver", "query"),
+    [
+        pytest.param("psycopg2", "sslmode=require", id="psycopg2, what older services use"),
+        pytest.param("asyncpg", "ssl=true", id="asyncpg, the bot's; ssl= becomes sslmode="),
+    ],
+)
+def test_other_driver_url_is_read_as_psycopg_with_one_info_line(
+    driver: str, query: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A psycopg2 URL (what older services use) connects with psycopg 3; one INFO line says so."""
-    raw = f"postgresql+psycopg2://app:{SECRET}@db:5432/app?sslmode=require"
+    """A psycopg2 or asyncpg URL serves sync and async through psycopg 3; one INFO line says so."""
+    raw = f"postgresql+{driver}://app:{SECRET}@db:5432/app?{query}"
     with caplog.at_level(logging.DEBUG, "appdb"):
         settings = DatabaseSettings(url=raw)
     url = settings.database_url
@@ -545,7 +552,7 @@ def test_psycopg2_url_is_read_as_psycopg_with_one_info_line(
         url.password,
     )
     assert {"sslmode": "require"} == dict(url.query)
-    records = [r for r in caplog.records if "psycopg2" in r.getMessage()]
+    records = [r for r in caplog.records if driver in r.getMessage()]
     assert [logging.INFO] == [r.levelno for r in records]
     assert "psycopg 3" in records[0].getMessage()
     assert SECRET not in caplog.text
@@ -564,25 +571,8 @@ def test_psycopg2_multi_host_and_replica_urls() -> None:
     assert "postgresql+psycopg" == settings.for_migrations().database_url.drivername
 
 
-def test_asyncpg_url_is_read_as_psycopg_with_one_info_line(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The bot's asyncpg URL serves sync and async through psycopg 3; ssl= becomes sslmode=."""
-    raw = f"postgresql+asyncpg://bot:{SECRET}@db:5432/app?ssl=true"
-    with caplog.at_level(logging.DEBUG, "appdb"):
-        settings = DatabaseSettings(url=raw)
-    url = settings.database_url
-    assert ("postgresql+psycopg", "db", "app", PASSWORD) == (
-        url.drivername,
-        url.host,
-        url.database,
-        url.password,
-    )
-    assert {"sslmode": "require"} == dict(url.query)
-    records = [r for r in caplog.records if "asyncpg" in r.getMessage()]
-    assert [logging.INFO] == [r.levelno for r in records]
-    assert SECRET not in caplog.text
-    assert PASSWORD not in caplog.text
+def test_asyncpg_multi_host_url_keeps_its_hosts_and_ssl_mode() -> None:
+    """The bot's multi-host asyncpg URL keeps every host; ssl=verify-full becomes sslmode=."""
     multi = DatabaseSettings(url="postgresql+asyncpg://bot@h1:5432,h2:5433/app?ssl=verify-full")
     assert ["h1:5432", "h2:5433"] == list(hosts_of(multi.database_url))
     assert "verify-full" == multi.database_url.query["sslmode"]
