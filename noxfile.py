@@ -346,25 +346,11 @@ def index(session: nox.Session) -> None:
         }
         with _patched_environ(upload_env):
             _check_and_upload(session, dist, upload=True)
-        pip_env = _isolated_pip_env(url)
         venv = work / "venv"
         session.run(sys.executable, "-m", "venv", str(venv), external=True)
         python = str(venv / "bin" / "python")
         report = work / "install-report.json"
-        session.run(
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--index-url",
-            f"{url}/simple/",
-            "--report",
-            str(report),
-            f"appdb=={VERSION}",
-            env=pip_env,
-            external=True,
-        )
+        _install_from(session, python, url, "--report", str(report), f"appdb=={VERSION}")
         (appdb,) = (
             item
             for item in json.loads(report.read_text())["install"]
@@ -376,37 +362,14 @@ def index(session: nox.Session) -> None:
         shutil.copytree(
             Path("examples/backend"), service, ignore=shutil.ignore_patterns("__pycache__")
         )
-        session.run(
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--index-url",
-            f"{url}/simple/",
-            f"{service}[test]",
-            env=pip_env,
-            external=True,
-        )
+        _install_from(session, python, url, f"{service}[test]")
         # What the README's snippets need to run and type-check (test_readme.py): the tests
         # extra, from the same index, and mypy, in a venv of their own (pytest-alembic, in
         # that extra, is no part of a service's test run).
         readme_venv = work / "readme-venv"
         session.run(sys.executable, "-m", "venv", str(readme_venv), external=True)
         readme_python = str(readme_venv / "bin" / "python")
-        session.run(
-            readme_python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--index-url",
-            f"{url}/simple/",
-            f"appdb[tests]=={VERSION}",
-            "mypy",
-            env=pip_env,
-            external=True,
-        )
+        _install_from(session, readme_python, url, f"appdb[tests]=={VERSION}", "mypy")
     readme = _readme_check(work)
     postgresql = _test_env()["APPDB_TEST_DATABASE_URL"]
     database = f"appdb_index_{os.getpid()}"
@@ -458,6 +421,16 @@ def index(session: nox.Session) -> None:
     finally:
         _admin_sql(session, python, postgresql, f'DROP DATABASE IF EXISTS "{database}"')
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _install_from(session: nox.Session, python: str, index: str, *arguments: str) -> None:
+    """``pip install`` into the venv of *python* from the local index *index* only."""
+    session.run(
+        python,
+        *("-m", "pip", "install", "--quiet", "--index-url", f"{index}/simple/", *arguments),
+        env=_isolated_pip_env(index),
+        external=True,
+    )
 
 
 def _readme_check(work: Path) -> Path:
