@@ -346,7 +346,14 @@ def bench_touch(hot: Hot, kind: str, ids: Iterator[int]) -> None:
     variants["appdb async touch_telegram_user(as_row=True)"] = hot.appdb_async(
         lambda s: aio.touch_telegram_user(s, next(ids), **PROFILE, as_row=True)
     )
-    report(f"touch_telegram_user, {kind} user", interleaved(variants))
+    samples = interleaved(variants)
+    report(f"touch_telegram_user, {kind} user", samples)
+    direct = samples["appdb touch_telegram_user in session_scope()"]
+    bouncer = samples["appdb, PgBouncer mode (DATABASE_POOLER=pgbouncer)"]
+    print(
+        f"\nPgBouncer mode x direct mode (min / median): {min(bouncer) / min(direct):.2f} / "
+        f"{statistics.median(bouncer) / statistics.median(direct):.2f}"
+    )
 
 
 def _advanced_alchemy(ids: Iterator[int]) -> Callable[[Session], object]:
