@@ -18,11 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The head of appdb's chain, whatever revision that is now.
 HEAD = script_directory(appdb_chain()).get_current_head()
 
-# A revision that creates a marker table, then sleeps inside its transaction.
-SLOW_REVISION = f'''
-"""A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.
 
-Revision ID: 0003_slow
+def revision_on_head(revision: str, summary: str, functions: str) -> str:
+    """The text of an additive revision file *revision* on top of HEAD, with *functions*."""
+    header = f'''"""{summary}
+
+Revision ID: {revision}
 Revises: {HEAD}
 """
 
@@ -30,22 +31,31 @@ import os
 
 from alembic import op
 
-revision = "0003_slow"
+revision = "{revision}"
 down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 compatibility = "additive"
 since = "0.1.0"
 
-
-def upgrade() -> None:
-    op.execute("CREATE TABLE slow_marker (id integer)")
-    op.execute(f"SELECT pg_sleep({{float(os.environ['APPDB_TEST_SLOW_SECONDS'])}})")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE slow_marker")
 '''
+    return header + textwrap.dedent(functions)
+
+
+# A revision that creates a marker table, then sleeps inside its transaction.
+SLOW_REVISION = revision_on_head(
+    "0003_slow",
+    "A test revision that holds its transaction open for APPDB_TEST_SLOW_SECONDS.",
+    """
+    def upgrade() -> None:
+        op.execute("CREATE TABLE slow_marker (id integer)")
+        op.execute(f"SELECT pg_sleep({float(os.environ['APPDB_TEST_SLOW_SECONDS'])})")
+
+
+    def downgrade() -> None:
+        op.execute("DROP TABLE slow_marker")
+    """,
+)
 
 # The real CLI, with appdb's migrations swapped for the copy named by the first argument.
 _RUN_ON_COPY = textwrap.dedent(

@@ -189,10 +189,7 @@ def test_import_leaves_the_asyncio_extension_for_first_use() -> None:
         "print(sorted(m for m in ('sqlalchemy.ext.asyncio', 'psycopg') if m in sys.modules)); "
         "appdb.AsyncSessionLocal; print('sqlalchemy.ext.asyncio' in sys.modules)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert "[]\nTrue\n" == result.stdout
+    assert "[]\nTrue\n" == _fresh_interpreter(code)
 
 
 @pytest.mark.slow

@@ -71,13 +71,17 @@ if TYPE_CHECKING:
 # Each public name's module, imported on first access (PEP 562): `import appdb` alone loads
 # neither SQLAlchemy nor pydantic, and `from appdb import User` loads the models only.
 _LAZY = {
-    **dict.fromkeys(("get_async_db", "get_db"), "appdb.dependencies"),
-    **dict.fromkeys(
-        ("create_async_engine", "create_engine", "get_async_engine", "get_engine", "reset_engines"),
-        "appdb.engine",
-    ),
-    **dict.fromkeys(
-        (
+    name: module
+    for module, names in {
+        "appdb.dependencies": ("get_async_db", "get_db"),
+        "appdb.engine": (
+            "create_async_engine",
+            "create_engine",
+            "get_async_engine",
+            "get_engine",
+            "reset_engines",
+        ),
+        "appdb.models": (
             "AppDBModel",
             "Message",
             "MessageCreate",
@@ -88,11 +92,11 @@ _LAZY = {
             "UserUpdate",
             "metadata",
         ),
-        "appdb.models",
-    ),
-    "use_primary": "appdb.routing",
-    **dict.fromkeys(("SessionLocal", "async_session_scope", "session_scope"), "appdb.session"),
-    **dict.fromkeys(("DatabaseSettings", "get_settings"), "appdb.settings"),
+        "appdb.routing": ("use_primary",),
+        "appdb.session": ("SessionLocal", "async_session_scope", "session_scope"),
+        "appdb.settings": ("DatabaseSettings", "get_settings"),
+    }.items()
+    for name in names
 }
 
 

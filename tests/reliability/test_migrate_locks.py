@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chain_copy import HEAD, cli_on, copy_chain
+from chain_copy import HEAD, cli_on, copy_chain, revision_on_head
 from pgserver import PostgresServer
 
 pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
@@ -29,35 +29,21 @@ PROBE = "9001_probe"
 
 # ALTER TABLE needs ACCESS EXCLUSIVE on users; then the transaction stays open for
 # APPDB_TEST_SLOW_SECONDS, so a test can act while the revision runs.
-PROBE_REVISION = f'''
-"""A test revision: a column on users (ACCESS EXCLUSIVE), then an optional pause.
-
-Revision ID: {PROBE}
-Revises: {HEAD}
-"""
-
-import os
-
-from alembic import op
-
-revision = "{PROBE}"
-down_revision = "{HEAD}"
-branch_labels = None
-depends_on = None
-compatibility = "additive"
-since = "0.1.0"
+PROBE_REVISION = revision_on_head(
+    PROBE,
+    "A test revision: a column on users (ACCESS EXCLUSIVE), then an optional pause.",
+    """
+    def upgrade() -> None:
+        op.execute("ALTER TABLE users ADD COLUMN probe integer")
+        seconds = float(os.environ.get("APPDB_TEST_SLOW_SECONDS", "0"))
+        if seconds:
+            op.execute(f"SELECT pg_sleep({seconds})")
 
 
-def upgrade() -> None:
-    op.execute("ALTER TABLE users ADD COLUMN probe integer")
-    seconds = float(os.environ.get("APPDB_TEST_SLOW_SECONDS", "0"))
-    if seconds:
-        op.execute(f"SELECT pg_sleep({{seconds}})")
-
-
-def downgrade() -> None:
-    op.execute("ALTER TABLE users DROP COLUMN probe")
-'''
+    def downgrade() -> None:
+        op.execute("ALTER TABLE users DROP COLUMN probe")
+    """,
+)
 
 
 def _environment(url: str, **settings: object) -> dict[str, str]:
