@@ -58,11 +58,7 @@ def no_sqlalchemy_execution(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) 
 
 
 def hot_path(session: Session) -> tuple[UserRow, UserRow, MessageRow, list[MessageRow], int, int]:
-    """Every hot operation once, in their row forms.
-
-    mark_read marks all of the user's messages: an id list is an IN list that SQLAlchemy
-    expands per call, so that form runs through SQLAlchemy.
-    """
+    """Every hot operation once, in their row forms."""
     ann = touch_telegram_user(session, 1, username="ann", first_name="Ann", as_row=True)
     bob = touch_telegram_user(session, 2, first_name="Bob", as_row=True)
     sent = send_message(session, sender_id=ann.id, recipient_id=bob.id, content="hi", as_row=True)
@@ -108,6 +104,49 @@ async def test_async_twins_run_on_the_driver_cursor(
     assert 0 == await aio.unread_count(async_session, bob.id)
     await async_session.commit()
     assert 6 == len(async_statements)
+
+
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+@pytest.mark.parametrize("count", [1, 3, 5, 200, 498])
+def test_mark_read_of_an_id_list_runs_on_the_driver_cursor(
+    session: Session, statements: list[str], count: int
+) -> None:
+    """An id list, padded to a fixed size, is one driver call; the padding marks nothing more."""
+    ann = touch_telegram_user(session, 1, as_row=True)
+    bob = touch_telegram_user(session, 2, as_row=True)
+    sent = [
+        send_message(session, sender_id=ann.id, recipient_id=bob.id, content=str(n), as_row=True)
+        for n in range(count + 2)
+    ]
+    to_ann = send_message(session, sender_id=bob.id, recipient_id=ann.id, content="x", as_row=True)
+    ids = [message.id for message in sent[:count]]
+    del statements[:]
+    # A repeated id counts once, Ann's message is not Bob's to mark, his last two stay unread.
+    assert count == mark_read(session, bob.id, message_ids=[*ids, to_ann.id, ids[0]])
+    assert 1 == len(statements)
+    assert 2 == unread_count(session, bob.id)
+    assert 1 == unread_count(session, ann.id)
+    assert 0 == mark_read(session, bob.id, message_ids=ids)
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+async def test_async_mark_read_of_an_id_list_runs_on_the_driver_cursor(
+    async_session: AsyncSession, async_statements: list[str]
+) -> None:
+    """The async twin shares the padded id list."""
+    ann = await aio.touch_telegram_user(async_session, 1, as_row=True)
+    bob = await aio.touch_telegram_user(async_session, 2, as_row=True)
+    sent = [
+        await aio.send_message(
+            async_session, sender_id=ann.id, recipient_id=bob.id, content=str(n), as_row=True
+        )
+        for n in range(3)
+    ]
+    del async_statements[:]
+    assert 2 == await aio.mark_read(async_session, bob.id, message_ids=[sent[0].id, sent[2].id])
+    assert 1 == len(async_statements)
+    assert 1 == await aio.unread_count(async_session, bob.id)
 
 
 def test_rows_equal_sqlalchemys(session: Session) -> None:

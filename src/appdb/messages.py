@@ -596,16 +596,16 @@ def mark_read(
     )
     if marking.message_ids == []:
         return 0
+    ids = _padded(marking.message_ids) if marking.message_ids is not None else ()
     statement = _mark_read_statement(
-        by_ids=marking.message_ids is not None,
-        by_conversation=marking.conversation_id is not None,
+        id_count=len(ids), by_conversation=marking.conversation_id is not None
     )
     session.flush()
-    values = {
+    values: dict[str, Any] = {
         "user_id": marking.user_id,
-        "message_ids": marking.message_ids,
         "in_conversation": marking.conversation_id,
         "now": utcnow(),
+        **{f"message_id_{index}": message_id for index, message_id in enumerate(ids)},
     }
     marked = [message_id for (message_id,) in core_execute(session, statement, values)]
     # Keep the session's copies of the marked messages in step with the rows.
@@ -630,13 +630,32 @@ def _id_list(message_ids: object) -> list[object] | None:
     return list(message_ids)
 
 
+# An id list is padded to the next of these sizes by repeating its last id, which does not
+# change what ``IN`` matches: a handful of statements, each one plain bound parameters, so
+# they run on the driver's cursor (`appdb._direct`) and PostgreSQL's prepared statements are
+# reused, where an expanding ``IN`` would be expanded by SQLAlchemy per call.
+_ID_LIST_SIZES = (*(2**power for power in range(9) if 2**power < MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+
+
+def _padded(message_ids: list[int]) -> list[int]:
+    """`message_ids` (not empty) padded to the next size of `_ID_LIST_SIZES`."""
+    size = next(size for size in _ID_LIST_SIZES if size >= len(message_ids))
+    return message_ids + [message_ids[-1]] * (size - len(message_ids))
+
+
 @functools.cache
-def _mark_read_statement(*, by_ids: bool, by_conversation: bool) -> TypedReturnsRows[int]:
-    """``UPDATE messages SET is_read = true ... WHERE <the user's unread> RETURNING id``."""
+def _mark_read_statement(*, id_count: int, by_conversation: bool) -> TypedReturnsRows[int]:
+    """``UPDATE messages SET is_read = true ... WHERE <the user's unread> RETURNING id``.
+
+    With `id_count` ids bound as ``message_id_0`` onwards (none: no id filter).
+    """
     columns = _MESSAGES.c
     statement = sa.update(_MESSAGES).where(columns.recipient_id == sa.bindparam("user_id"), _UNREAD)
-    if by_ids:
-        statement = statement.where(columns.id.in_(sa.bindparam("message_ids", expanding=True)))
+    if id_count:
+        ids = [
+            sa.bindparam(f"message_id_{index}", type_=columns.id.type) for index in range(id_count)
+        ]
+        statement = statement.where(columns.id.in_(ids))
     if by_conversation:
         # A bound parameter of an UPDATE must not be named after a column.
         statement = statement.where(columns.conversation_id == sa.bindparam("in_conversation"))
