@@ -47,7 +47,7 @@ class Plan:
     fixed: Mapping[str, Any]
     binds: tuple[tuple[str, Callable[[Any], Any]], ...]
     returns_rows: bool
-    results: tuple[Callable[[Any], Any] | None, ...] | None
+    results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters: defaults, then `values`, through the bind processors."""
@@ -60,16 +60,15 @@ class Plan:
 
     def processed(self, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The fetched rows through the result processors."""
-        processors = self.results
-        if processors is None:
+        if not self.results:
             return list(fetched)
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in fetched
-        ]
+        rows = []
+        for row in fetched:
+            values = list(row)
+            for index, process in self.results:  # only the columns that have one: a few
+                values[index] = process(values[index])
+            rows.append(tuple(values))
+        return rows
 
 
 # Each dialect keeps its plans (by statement identity) for as long as it lives; statements are
@@ -130,9 +129,9 @@ def _compile(statement: sa.Executable, dialect: Dialect, keys: frozenset[str]) -
         if process is not None:
             binds[name] = process  # once per name, however often the statement uses it
     columns = tuple(getattr(statement, "exported_columns", ()))
-    results = tuple(
+    processors = [
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-    )
+    ]
     positional = tuple(compiled.positiontup) if compiled.positional else None
     return Plan(
         sql=compiled.string,
@@ -142,7 +141,9 @@ def _compile(statement: sa.Executable, dialect: Dialect, keys: frozenset[str]) -
         fixed=fixed,
         binds=tuple(binds.items()),
         returns_rows=bool(columns),
-        results=results if any(process is not None for process in results) else None,
+        results=tuple(
+            (index, process) for index, process in enumerate(processors) if process is not None
+        ),
     )
 
 
