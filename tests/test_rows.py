@@ -58,3 +58,25 @@ async def test_async_row_forms(async_session: AsyncSession, async_statements: li
     assert isinstance(sent, MessageRow)
     assert [sent] == page
     await async_session.commit()
+
+
+@pytest.mark.parametrize(
+    ("profile", "expected"),
+    [
+        ({"username": "ann_tg", "first_name": "Ann"}, "@ann_tg"),
+        ({"first_name": "Ann", "last_name": "Lee"}, "Ann Lee"),
+        ({"last_name": "Lee"}, "Lee"),
+        ({}, "User{id}"),
+    ],
+)
+def test_a_user_row_is_addressed_as_its_user(
+    session: Session, profile: dict[str, str], expected: str
+) -> None:
+    """`UserRow.display_name` is `User.display_name` of the same row."""
+    row = touch_telegram_user(session, 42, **profile, as_row=True)
+    user = session.get_one(User, row.id)
+    assert expected.format(id=row.id) == row.display_name
+    assert user.display_name == row.display_name
+    user.username = "ann"
+    session.flush()
+    assert "ann" == touch_telegram_user(session, 42, **profile, as_row=True).display_name

@@ -13,9 +13,36 @@ call but are not updated by later writes either.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 __all__ = ["MessageRow", "UserRow"]
+
+
+class _Nameable(Protocol):
+    """What `_display_name` reads: a `User` or a `UserRow`."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def telegram_username(self) -> str | None: ...
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def last_name(self) -> str | None: ...
+    @property
+    def full_name(self) -> str | None: ...
+
+
+def _display_name(user: _Nameable) -> str:
+    """How to address `user`: username, Telegram handle, names, else ``User<id>``."""
+    if user.username:
+        return user.username
+    if user.telegram_username:
+        return f"@{user.telegram_username}"
+    names = " ".join(part for part in (user.first_name, user.last_name) if part)
+    return names or user.full_name or f"User{user.id}"
 
 
 class UserRow(NamedTuple):
@@ -37,6 +64,11 @@ class UserRow(NamedTuple):
     language_code: str | None
     is_premium: bool | None
     last_login_at: datetime | None
+
+    @property
+    def display_name(self) -> str:
+        """How to address the user, as `User.display_name` does."""
+        return _display_name(self)
 
 
 class MessageRow(NamedTuple):

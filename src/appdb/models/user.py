@@ -10,6 +10,7 @@ from sqlmodel import Field
 
 from appdb.models.base import AppDBModel, TimestampMixin
 from appdb.models.types import BigIntegerPK, UTCDateTime
+from appdb.rows import _display_name
 
 __all__ = ["User", "UserLimits"]
 
@@ -72,9 +73,4 @@ class User(AppDBModel, TimestampMixin, table=True):
     @property
     def display_name(self) -> str:
         """How to address the user: username, Telegram handle, names, else ``User<id>``."""
-        if self.username:
-            return self.username
-        if self.telegram_username:
-            return f"@{self.telegram_username}"
-        names = " ".join(part for part in (self.first_name, self.last_name) if part)
-        return names or self.full_name or f"User{self.id}"
+        return _display_name(self)

@@ -11,16 +11,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from appdb import User
 from appdb.aio import get_user_by_username, inbox, mark_read, send_message, unread_count
 from appdb.exceptions import InvalidInputError
+from appdb.rows import UserRow
 
 INBOX_PAGE = 5
-
-
-def _id(user: User) -> int:
-    """The id of a user the middleware touched (flushed, so it has one)."""
-    if user.id is None:
-        msg = "the session middleware did not run"
-        raise RuntimeError(msg)
-    return user.id
 
 
 async def _find(session: AsyncSession, name: str) -> User | None:
@@ -35,15 +28,15 @@ async def _find(session: AsyncSession, name: str) -> User | None:
     return user
 
 
-async def start(message: TelegramMessage, session: AsyncSession, db_user: User) -> None:
+async def start(message: TelegramMessage, session: AsyncSession, db_user: UserRow) -> None:
     """Greet the user with their unread count."""
-    unread = await unread_count(session, _id(db_user))
+    unread = await unread_count(session, db_user.id)
     await message.answer(f"Hi {db_user.display_name}! You have {unread} unread message(s).")
 
 
-async def show_inbox(message: TelegramMessage, session: AsyncSession, db_user: User) -> None:
+async def show_inbox(message: TelegramMessage, session: AsyncSession, db_user: UserRow) -> None:
     """Show the newest unread messages and mark them read."""
-    page = await inbox(session, _id(db_user), limit=INBOX_PAGE, unread_only=True)
+    page = await inbox(session, db_user.id, limit=INBOX_PAGE, unread_only=True, as_rows=True)
     if not page:
         await message.answer("No unread messages.")
         return
@@ -54,12 +47,12 @@ async def show_inbox(message: TelegramMessage, session: AsyncSession, db_user: U
         )
     }
     lines = [f"{senders[item.sender_id]}: {item.content}" for item in page]
-    await mark_read(session, _id(db_user), message_ids=[item.id for item in page if item.id])
+    await mark_read(session, db_user.id, message_ids=[item.id for item in page])
     await message.answer("\n".join(lines))
 
 
 async def send(
-    message: TelegramMessage, command: CommandObject, session: AsyncSession, db_user: User
+    message: TelegramMessage, command: CommandObject, session: AsyncSession, db_user: UserRow
 ) -> None:
     """Store ``/send <username> <text>`` for that user."""
     name, _, text = (command.args or "").partition(" ")
@@ -70,11 +63,12 @@ async def send(
     try:
         await send_message(
             session,
-            sender_id=_id(db_user),
+            sender_id=db_user.id,
             recipient_id=recipient.id,
             content=text,
             # Telegram redelivers an update it saw no answer to: store the message once.
             idempotency_key=f"tg-{message.chat.id}-{message.message_id}",
+            as_row=True,
         )
     except InvalidInputError:
         await message.answer("The message must not be empty.")

@@ -17,7 +17,7 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class DbSessionMiddleware(BaseMiddleware):
-    """Outer update middleware: hands handlers ``session`` and ``db_user`` (the touched user)."""
+    """Outer update middleware: hands handlers ``session`` and ``db_user`` (a `UserRow`)."""
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession] | None = None) -> None:
         """Open sessions from `session_factory` (default `AsyncSessionLocal`; tests pass theirs)."""
@@ -28,8 +28,11 @@ class DbSessionMiddleware(BaseMiddleware):
         async with async_session_scope(self.session_factory) as session:
             data["session"] = session
             telegram_user = data.get("event_from_user")
-            # One race-free upsert: get-or-create, refresh the profile and last_login_at.
+            # One race-free upsert: get-or-create, refresh the profile and last_login_at. The
+            # row form: handlers read the user, so no ORM instance is built on every update.
             data["db_user"] = (
-                None if telegram_user is None else await touch_telegram_user(session, telegram_user)
+                None
+                if telegram_user is None
+                else await touch_telegram_user(session, telegram_user, as_row=True)
             )
             return await handler(event, data)
