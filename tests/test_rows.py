@@ -61,22 +61,34 @@ async def test_async_row_forms(async_session: AsyncSession, async_statements: li
 
 
 @pytest.mark.parametrize(
-    ("profile", "expected"),
+    ("handle", "first_name", "last_name", "expected"),
     [
-        ({"username": "ann_tg", "first_name": "Ann"}, "@ann_tg"),
-        ({"first_name": "Ann", "last_name": "Lee"}, "Ann Lee"),
-        ({"last_name": "Lee"}, "Lee"),
-        ({}, "User{id}"),
+        ("ann_tg", "Ann", None, "@ann_tg"),
+        (None, "Ann", "Lee", "Ann Lee"),
+        (None, None, "Lee", "Lee"),
+        (None, None, None, "User{id}"),
     ],
 )
 def test_a_user_row_is_addressed_as_its_user(
-    session: Session, profile: dict[str, str], expected: str
+    session: Session,
+    handle: str | None,
+    first_name: str | None,
+    last_name: str | None,
+    expected: str,
 ) -> None:
     """`UserRow.display_name` is `User.display_name` of the same row."""
-    row = touch_telegram_user(session, 42, **profile, as_row=True)
+    profile = SimpleNamespace(
+        id=42,
+        username=handle,
+        first_name=first_name,
+        last_name=last_name,
+        language_code=None,
+        is_premium=None,
+    )
+    row = touch_telegram_user(session, profile, as_row=True)
     user = session.get_one(User, row.id)
     assert expected.format(id=row.id) == row.display_name
     assert user.display_name == row.display_name
     user.username = "ann"
     session.flush()
-    assert "ann" == touch_telegram_user(session, 42, **profile, as_row=True).display_name
+    assert "ann" == touch_telegram_user(session, profile, as_row=True).display_name
