@@ -116,7 +116,7 @@ def test_public_names_load_their_modules_on_first_use() -> None:
         "import sys\n"
         "seen = lambda: sorted(m for m in WATCHED if m in sys.modules)\n"
         "WATCHED = ('sqlalchemy', 'pydantic', 'sqlmodel', 'pydantic_settings',"
-        " 'email_validator', 'appdb.settings', 'appdb.users')\n"
+        " 'email_validator', 'appdb.settings', 'appdb.users', 'appdb.models.schemas')\n"
         "import appdb; print(seen())\n"
         "from appdb import get_db, SessionLocal, User, Message; print(seen())\n"
         "from appdb import UserCreate; UserCreate(username='ann', email='a@b.io',"
@@ -126,8 +126,17 @@ def test_public_names_load_their_modules_on_first_use() -> None:
     assert [
         "[]",
         "['pydantic', 'sqlalchemy', 'sqlmodel']",
-        "['email_validator', 'pydantic', 'sqlalchemy', 'sqlmodel']",
-        str(["appdb.settings", "email_validator", "pydantic", "pydantic_settings", *orm]),
+        "['appdb.models.schemas', 'email_validator', 'pydantic', 'sqlalchemy', 'sqlmodel']",
+        str(
+            [
+                "appdb.models.schemas",
+                "appdb.settings",
+                "email_validator",
+                "pydantic",
+                "pydantic_settings",
+                *orm,
+            ]
+        ),
     ] == _fresh_interpreter(code).splitlines()
 
 
@@ -144,6 +153,24 @@ def test_every_public_name_resolves_in_a_fresh_interpreter() -> None:
         "print(missing, appdb.metadata is appdb.User.metadata, appdb.get_engine.__module__)\n"
     )
     assert "[] True appdb.engine" == _fresh_interpreter(code).strip()
+
+
+def test_the_models_package_loads_its_schemas_on_first_use() -> None:
+    """`appdb.models` lists and resolves every name of its __all__, the lazy schemas included."""
+    code = (
+        "import sys, appdb.models as models\n"
+        "loaded = 'appdb.models.schemas' in sys.modules\n"
+        "missing = [n for n in models.__all__ if n not in dir(models)]\n"
+        "from appdb.models import UserCreate\n"
+        "from appdb.models.schemas import UserCreate as defined\n"
+        "print(loaded, missing, UserCreate is defined, UserCreate is models.UserCreate)\n"
+        "models.NoSuchName\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert "False [] True True" == result.stdout.strip()
+    assert "AttributeError: module 'appdb.models' has no attribute 'NoSuchName'" in result.stderr
 
 
 @pytest.mark.slow
