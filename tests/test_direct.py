@@ -189,6 +189,18 @@ def test_a_cursor_listener_sees_every_hot_statement(engine: sa.Engine, session: 
     assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == seen
 
 
+def test_a_listener_on_the_sessions_connection_sees_the_hot_statements(session: Session) -> None:
+    """A listener on the one connection of a unit of work, not the engine, brings SQLAlchemy back."""
+    seen: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        seen.append(statement.split(None, 1)[0])
+
+    sa.event.listen(session.connection(), "before_cursor_execute", record)
+    hot_path(session)
+    assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == seen
+
+
 @pytest.mark.usefixtures("no_sqlalchemy_execution")
 def test_a_driver_error_is_sqlalchemys_and_the_session_recovers(session: Session) -> None:
     """A constraint violation on the direct path: SQLAlchemy's IntegrityError, then rollback."""

@@ -151,9 +151,8 @@ def _watched(connection: Connection) -> bool:
     """Whether someone sees the SQL this connection runs: echo, logging or event listeners."""
     if connection._echo:  # noqa: SLF001 - SQLAlchemy's own per-connection flag
         return True
-    # The engine's listeners, including those on the Engine class; a session's connection is
-    # made per transaction, so nobody listens on it alone.
-    dispatch: Any = connection.engine.dispatch
+    # A connection's dispatch joins its own listeners to its engine's and the Engine class's.
+    dispatch: Any = connection.dispatch
     return bool(
         dispatch.before_execute
         or dispatch.after_execute
