@@ -174,30 +174,25 @@ def test_echo_brings_sqlalchemys_execution_back(
         engine.dispose()
 
 
-def test_a_cursor_listener_sees_every_hot_statement(engine: sa.Engine, session: Session) -> None:
-    """An instrumentation listener (OpenTelemetry's, say) sees the statements, as before."""
+@pytest.mark.parametrize("on", ["engine", "connection"])
+def test_a_cursor_listener_sees_every_hot_statement(
+    engine: sa.Engine, session: Session, on: str
+) -> None:
+    """An instrumentation listener (OpenTelemetry's, say) sees the statements, as before.
+
+    On the engine, or on the one connection of the unit of work.
+    """
     seen: list[str] = []
 
     def record(_c: object, _cur: object, statement: str, *_rest: object) -> None:
         seen.append(statement.split(None, 1)[0])
 
-    sa.event.listen(engine, "before_cursor_execute", record)
+    target: sa.Engine | sa.Connection = engine if on == "engine" else session.connection()
+    sa.event.listen(target, "before_cursor_execute", record)
     try:
         hot_path(session)
     finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == seen
-
-
-def test_a_listener_on_the_sessions_connection_sees_the_hot_statements(session: Session) -> None:
-    """A listener on the one connection of a unit of work, not the engine, brings SQLAlchemy back."""
-    seen: list[str] = []
-
-    def record(_c: object, _cur: object, statement: str, *_rest: object) -> None:
-        seen.append(statement.split(None, 1)[0])
-
-    sa.event.listen(session.connection(), "before_cursor_execute", record)
-    hot_path(session)
+        sa.event.remove(target, "before_cursor_execute", record)
     assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == seen
 
 

@@ -634,7 +634,7 @@ def _id_list(message_ids: object) -> list[object] | None:
 # change what ``IN`` matches: a handful of statements, each one plain bound parameters, so
 # they run on the driver's cursor (`appdb._direct`) and PostgreSQL's prepared statements are
 # reused, where an expanding ``IN`` would be expanded by SQLAlchemy per call.
-_ID_LIST_SIZES = (*(2**power for power in range(9) if 2**power < MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+_ID_LIST_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, MAX_PAGE_SIZE)
 
 
 def _padded(message_ids: list[int]) -> list[int]:

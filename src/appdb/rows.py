@@ -13,29 +13,15 @@ call but are not updated by later writes either.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from appdb.models.user import User
 
 __all__ = ["MessageRow", "UserRow"]
 
 
-class _Nameable(Protocol):
-    """What `_display_name` reads: a `User` or a `UserRow`."""
-
-    @property
-    def id(self) -> int | None: ...
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def telegram_username(self) -> str | None: ...
-    @property
-    def first_name(self) -> str | None: ...
-    @property
-    def last_name(self) -> str | None: ...
-    @property
-    def full_name(self) -> str | None: ...
-
-
-def _display_name(user: _Nameable) -> str:
+def _display_name(user: User | UserRow) -> str:
     """How to address `user`: username, Telegram handle, names, else ``User<id>``."""
     if user.username:
         return user.username
