@@ -20,6 +20,7 @@ from appdb import DatabaseSettings, create_async_engine, create_engine, migrate,
 from appdb.session import AsyncSessionLocal, SessionLocal
 from appdb.testing.servers import docker_postgresql  # the plugin's Docker fallback, shared
 from pgserver import PostgresServer, create_database, drop_database, find_bindir, unavailable
+from venvs import new_venv
 
 BACKENDS = ["sqlite", "postgresql"]
 ADMIN_URL_VARIABLE = "APPDB_TEST_DATABASE_URL"
@@ -197,7 +198,6 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
     """
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
-    import venv  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("wheel")
     # .ci/run builds the sdist and wheel once for every test and session that installs them.
@@ -209,8 +209,7 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
             capture_output=True,
         )
     (wheel,) = dist.glob("appdb-*.whl")
-    venv.create(root / "venv", with_pip=True)
-    bin_dir = root / "venv" / "bin"
+    bin_dir = new_venv(root / "venv")
     subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[aiosqlite]"],
         check=True,

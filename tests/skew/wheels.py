@@ -17,7 +17,6 @@ import re
 import shutil
 import subprocess
 import sys
-import venv
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from packaging.version import Version
 
 import appdb
 from appdb.migrate.chains import appdb_chain, script_directory
+from venvs import new_venv
 
 SKEW = Path(__file__).resolve().parent
 REPO = SKEW.parent.parent
@@ -150,8 +150,7 @@ def _install(root: Path, tree: Path, version: Version) -> Install:
             capture_output=True,
         )
         (wheel,) = dist.glob("appdb-*.whl")
-    venv.create(root / "venv", with_pip=True)
-    bin_dir = root / "venv" / "bin"
+    bin_dir = new_venv(root / "venv")
     subprocess.run(
         [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
         check=True,
@@ -226,8 +225,7 @@ def _smartspace_wheel(root: Path, version: Version) -> Path:
 
 def _install_service(root: Path, appdb_wheel: Path, version: Version) -> Install:
     service = _smartspace_wheel(root, version)
-    venv.create(root / "venv", with_pip=True)
-    bin_dir = root / "venv" / "bin"
+    bin_dir = new_venv(root / "venv")
     subprocess.run(
         [
             str(bin_dir / "python"),
