@@ -437,7 +437,7 @@ def _readme_check(work: Path) -> Path:
     """A directory outside the repo with the README, its test and nothing of appdb's source."""
     readme = work / "readme"
     (readme / "tests").mkdir(parents=True)
-    for name in ("test_readme.py", "conftest.py", "pgserver.py"):
+    for name in ("test_readme.py", "conftest.py", "pgserver.py", "venvs.py"):
         shutil.copy(Path("tests", name), readme / "tests" / name)
     for name in ("README.md", "pyproject.toml"):
         shutil.copy(name, readme / name)
