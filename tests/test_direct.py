@@ -30,7 +30,7 @@ from appdb._direct import plan_for, rows
 from appdb.messages import inbox, mark_read, send_message, unread_count
 from appdb.models import User
 from appdb.rows import MessageRow, UserRow
-from appdb.session import session_scope
+from appdb.session import connection_scope, session_scope
 from appdb.users import touch_telegram_user
 
 
@@ -57,7 +57,9 @@ def no_sqlalchemy_execution(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(sa.engine.Connection, "_execute_context", refuse)
 
 
-def hot_path(session: Session) -> tuple[UserRow, UserRow, MessageRow, list[MessageRow], int, int]:
+def hot_path(
+    session: Session | sa.Connection,
+) -> tuple[UserRow, UserRow, MessageRow, list[MessageRow], int, int]:
     """Every hot operation once, in their row forms."""
     ann = touch_telegram_user(session, 1, username="ann", first_name="Ann", as_row=True)
     bob = touch_telegram_user(session, 2, first_name="Bob", as_row=True)
@@ -68,13 +70,27 @@ def hot_path(session: Session) -> tuple[UserRow, UserRow, MessageRow, list[Messa
     return ann, bob, sent, page, unread, marked
 
 
+@pytest.fixture(params=["session", "connection"])
+def unit(request: pytest.FixtureRequest, engine: sa.Engine) -> Iterator[Session | sa.Connection]:
+    """A unit of work: a session, or the connection of a connection_scope (no ORM)."""
+    if request.param == "session":
+        with Session(engine) as session:
+            yield session
+    else:
+        with connection_scope(engine) as connection:
+            yield connection
+
+
 @pytest.mark.usefixtures("no_sqlalchemy_execution")
 def test_hot_operations_run_on_the_driver_cursor(
-    session: Session, statements: list[str], backend: str
+    unit: Session | sa.Connection, statements: list[str], backend: str
 ) -> None:
-    """Touch, send, inbox, unread_count and mark_read: one driver call each, right results."""
-    ann, bob, sent, page, unread, marked = hot_path(session)
-    session.commit()
+    """Touch, send, inbox, unread_count and mark_read: one driver call each, right results.
+
+    In a session, and on the connection of a connection_scope.
+    """
+    ann, bob, sent, page, unread, marked = hot_path(unit)
+    unit.commit()
     assert 6 == len(statements)
     assert ("ann", "Ann", 1) == (ann.telegram_username, ann.first_name, ann.telegram_user_id)
     assert (ann.id, bob.id, "hi", False) == (
@@ -85,7 +101,7 @@ def test_hot_operations_run_on_the_driver_cursor(
     )
     assert ([sent], 1, 1) == (page, unread, marked)
     assert sent.created_at.tzinfo is UTC, backend
-    assert 0 == unread_count(session, bob.id)
+    assert 0 == unread_count(unit, bob.id)
 
 
 @pytest.mark.anyio
@@ -254,3 +270,34 @@ def test_a_lost_connection_on_the_direct_path_is_translated_and_replaced(
         touch_telegram_user(session, 3, as_row=True)
     session.rollback()
     assert 3 == touch_telegram_user(session, 3, as_row=True).telegram_user_id
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("no_sqlalchemy_execution")
+def test_errors_in_a_connection_scope_are_translated_and_roll_it_back(
+    settings: DatabaseSettings, blocking: psycopg.Connection
+) -> None:
+    """A statement timeout, then a terminated backend, in connection_scope: appdb's errors.
+
+    Each undoes the scope's earlier writes; the pool then serves a healthy connection.
+    """
+    engine = create_engine(settings.model_copy(update={"statement_timeout": 200}))
+    try:
+        with connection_scope(engine) as connection:
+            touch_telegram_user(connection, 9, as_row=True)
+        blocking.execute("SELECT 1 FROM users WHERE telegram_user_id = 9 FOR UPDATE")
+        with pytest.raises(StatementTimeoutError, match="200 ms"), connection_scope(engine) as c:
+            touch_telegram_user(c, 10, as_row=True)
+            touch_telegram_user(c, 9, first_name="Late", as_row=True)
+        blocking.rollback()
+        with pytest.raises(ConnectionLostError, match="rolled back"), connection_scope(engine) as c:
+            touch_telegram_user(c, 11, as_row=True)
+            pid = c.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+            blocking.execute("SELECT pg_terminate_backend(%s)", [pid])
+            blocking.commit()
+            touch_telegram_user(c, 12, as_row=True)
+        with connection_scope(engine) as connection:
+            stored = connection.exec_driver_sql("SELECT telegram_user_id FROM users")
+            assert [9] == list(stored.scalars())
+    finally:
+        engine.dispose()

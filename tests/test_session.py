@@ -15,17 +15,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from appdb import (
     AsyncSessionLocal,
     DatabaseSettings,
+    InvalidInputError,
     SessionLocal,
     User,
     async_session_scope,
+    connection_scope,
     create_async_engine,
     get_engine,
     reset_engines,
     session_scope,
 )
+from appdb.messages import inbox, send_message, unread_count
 
 # The name appdb.session still serves at run time (module __getattr__), unseen by type checkers.
 from appdb.session import async_sessionmaker  # type: ignore[attr-defined]
+from appdb.users import touch_telegram_user
 
 
 def _count_users(engine: sa.Engine) -> int:
@@ -122,6 +126,67 @@ def test_session_scope_closes(engine: sa.Engine) -> None:
         session.exec(select(User)).all()
         assert 1 == cast("sa.QueuePool", engine.pool).checkedout()
     assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
+
+
+def test_connection_scope_commits_rows_and_joined_orm_work_together(engine: sa.Engine) -> None:
+    """Rows operations and a Session joined to the connection are one transaction.
+
+    The joined session's commit() only flushes: nothing is visible outside until the scope ends.
+    """
+    with connection_scope(engine) as connection:
+        bot_user = touch_telegram_user(connection, 42, first_name="Bob", as_row=True)
+        with Session(bind=connection) as session:
+            ann = User(username="ann")
+            session.add(ann)
+            session.commit()
+            ann_id = ann.id
+        assert ann_id is not None
+        send_message(
+            connection, sender_id=bot_user.id, recipient_id=ann_id, content="hi", as_row=True
+        )
+        assert 2 == connection.execute(sa.select(func.count()).select_from(User)).scalar_one()
+        assert 0 == _count_users(engine)
+        assert 1 == cast("sa.QueuePool", engine.pool).checkedout()
+    assert 2 == _count_users(engine)
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
+    with Session(engine) as session:
+        assert 1 == unread_count(session, ann_id)
+
+
+def test_connection_scope_rolls_back_and_reraises(engine: sa.Engine) -> None:
+    """An exception rolls back the rows operations and the joined ORM work, and propagates."""
+    with pytest.raises(RuntimeError, match="boom"), connection_scope(engine) as connection:
+        touch_telegram_user(connection, 42, as_row=True)
+        with Session(bind=connection) as session:
+            session.add(User(username="lost"))
+            session.flush()
+        raise RuntimeError("boom")
+    assert 0 == _count_users(engine)
+    assert 0 == cast("sa.QueuePool", engine.pool).checkedout()
+
+
+def test_connection_scope_uses_the_default_engine(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, database_url: URL
+) -> None:
+    """With no engine given, the scope connects with get_engine() (DATABASE_URL)."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    with connection_scope() as connection:
+        assert connection.engine is get_engine()
+        touch_telegram_user(connection, 7, as_row=True)
+    assert 1 == _count_users(engine)
+
+
+def test_orm_forms_refuse_a_connection(engine: sa.Engine) -> None:
+    """A form that returns model instances needs a Session: a connection is InvalidInputError."""
+    with connection_scope(engine) as connection:
+        with pytest.raises(InvalidInputError, match=r"touch_telegram_user\(\).*as_row=True"):
+            touch_telegram_user(connection, 7)  # type: ignore[call-overload]
+        with pytest.raises(InvalidInputError, match=r"inbox\(\).*as_rows=True"):
+            inbox(connection, 1)  # type: ignore[call-overload]
+        with pytest.raises(InvalidInputError, match=r"send_message\(\).*as_row=True"):
+            send_message(connection, sender_id=1, recipient_id=1, content="hi")  # type: ignore[call-overload]
+        assert 0 == unread_count(connection, 1)
+    assert 0 == _count_users(engine)
 
 
 @pytest.mark.anyio

@@ -62,7 +62,12 @@ if TYPE_CHECKING:
         metadata,
     )
     from appdb.routing import use_primary
-    from appdb.session import SessionLocal, async_session_scope, session_scope
+    from appdb.session import (
+        SessionLocal,
+        async_session_scope,
+        connection_scope,
+        session_scope,
+    )
     from appdb.settings import DatabaseSettings, get_settings
 
     AsyncSessionLocal: async_sessionmaker[AsyncSession]
@@ -93,7 +98,12 @@ _LAZY = {
             "metadata",
         ),
         "appdb.routing": ("use_primary",),
-        "appdb.session": ("SessionLocal", "async_session_scope", "session_scope"),
+        "appdb.session": (
+            "SessionLocal",
+            "async_session_scope",
+            "connection_scope",
+            "session_scope",
+        ),
         "appdb.settings": ("DatabaseSettings", "get_settings"),
     }.items()
     for name in names
@@ -171,6 +181,7 @@ __all__ = [
     "UsernameTakenError",
     "__version__",
     "async_session_scope",
+    "connection_scope",
     "create_async_engine",
     "create_engine",
     "get_async_db",

@@ -151,8 +151,12 @@ def _watched(connection: Connection) -> bool:
     """Whether someone sees the SQL this connection runs: echo, logging or event listeners."""
     if connection._echo:  # noqa: SLF001 - SQLAlchemy's own per-connection flag
         return True
-    # A connection's dispatch joins its own listeners to its engine's and the Engine class's.
-    dispatch: Any = connection.dispatch
+    # A connection's dispatch joins its own listeners to its engine's (and the Engine class's),
+    # and is new with every connection: reading an event from it builds the joined listener
+    # (several µs per unit of work). A listener added to the connection itself (or to the
+    # Connection class) sets its _has_events; without one the engine's dispatch says it all.
+    local = connection._has_events  # noqa: SLF001 - set by SQLAlchemy's event.listen
+    dispatch: Any = connection.dispatch if local else connection.engine.dispatch
     return bool(
         dispatch.before_execute
         or dispatch.after_execute

@@ -11,15 +11,20 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from appdb import _direct
-from appdb.exceptions import AppDBError, ConcurrentUpdateError, ConfigurationError
+from appdb.exceptions import (
+    AppDBError,
+    ConcurrentUpdateError,
+    ConfigurationError,
+    InvalidInputError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from sqlalchemy.exc import IntegrityError
-    from sqlalchemy.orm import Session
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
 
@@ -27,8 +32,10 @@ __all__ = [
     "constraint_name",
     "core_execute",
     "dialect_name",
+    "flush",
     "insert_or_explain",
     "only_row",
+    "orm_session",
     "parameters",
     "retry_insert",
     "returning",
@@ -45,11 +52,11 @@ _ATTEMPTS = 3
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<table>\w+)\.(?P<column>\w+)$")
 
 
-def dialect_name(session: Session) -> str:
+def dialect_name(session: Session | sa.Connection) -> str:
     """The name of the session's database dialect, the key of dialect-specific statements.
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope`.
 
     Returns:
         ``"postgresql"`` or ``"sqlite"``.
@@ -57,7 +64,8 @@ def dialect_name(session: Session) -> str:
     Raises:
         ConfigurationError: The database is neither PostgreSQL nor SQLite.
     """
-    name = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    name = bind.dialect.name
     if name not in {"postgresql", "sqlite"}:
         msg = f"appdb supports PostgreSQL and SQLite, not {name}"
         raise ConfigurationError(msg)
@@ -193,26 +201,62 @@ def constraint_name(exc: IntegrityError) -> str | None:
     return None
 
 
+def flush(session: Session | sa.Connection) -> None:
+    """Flush what is pending in a session before a statement of its own; a connection has none.
+
+    Args:
+        session: The caller's session, or the connection of a `connection_scope`.
+    """
+    if isinstance(session, Session):
+        session.flush()
+
+
+def orm_session(session: Session | sa.Connection, operation: str, option: str) -> Session:
+    """`session` itself, for a form of `operation` that returns model instances.
+
+    Args:
+        session: The caller's session, or the connection of a `connection_scope`.
+        operation: The operation's name, for the message.
+        option: The keyword that asks for rows instead (``as_row=True``).
+
+    Returns:
+        The session.
+
+    Raises:
+        InvalidInputError: It is a connection, which has no ORM to make instances with.
+    """
+    if isinstance(session, Session):
+        return session
+    msg = (
+        f"invalid argument session: {operation}() makes model instances only in a Session; "
+        f"on a connection pass {option}"
+    )
+    raise InvalidInputError(msg)
+
+
 def core_execute(
-    session: Session, statement: sa.Executable, values: Mapping[str, Any]
+    session: Session | sa.Connection, statement: sa.Executable, values: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
     """Run a Core statement on the session's own connection, in its transaction.
 
     No ORM execution: no loading context, no identity map, no instances; on the driver's cursor
     when nobody watches the SQL (`appdb._direct`). The bind is chosen from the statement as the
     ORM would choose it, so a `RoutingSession` still sends a read to its replica and a write
-    (and all after it) to the primary.
+    (and all after it) to the primary. A connection (`connection_scope`) runs it itself.
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope`.
         statement: A Core statement (built once, with bound parameters).
         values: Its parameters.
 
     Returns:
         Every row the statement returned, as a tuple.
     """
-    bind = session.get_bind(clause=statement)  # type: ignore[arg-type]
-    connection = session.connection(bind_arguments={"bind": bind})
+    if isinstance(session, Session):
+        bind = session.get_bind(clause=statement)  # type: ignore[arg-type]
+        connection = session.connection(bind_arguments={"bind": bind})
+    else:
+        connection = session
     return _direct.rows(connection, statement, values)
 
 

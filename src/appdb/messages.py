@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
@@ -28,8 +29,10 @@ from appdb._sql import (
     constraint_name,
     core_execute,
     dialect_name,
+    flush,
     insert_or_explain,
     only_row,
+    orm_session,
     retry_insert,
     returning,
     upsert_insert,
@@ -57,7 +60,7 @@ from appdb.rows import MessageRow
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlalchemy.orm import Session
+    from sqlalchemy import Connection
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
 __all__ = [
@@ -157,7 +160,7 @@ def send_message(
 
 @overload
 def send_message(
-    session: Session,
+    session: Session | Connection,
     *,
     sender_id: int,
     recipient_id: int,
@@ -170,7 +173,7 @@ def send_message(
 
 
 def send_message(  # noqa: PLR0913 - the message's fields, by name
-    session: Session,
+    session: Session | Connection,
     *,
     sender_id: int,
     recipient_id: int,
@@ -194,7 +197,8 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
     concurrent send with the same key waits for the first to commit or roll back.
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope` (with
+            ``as_row=True``).
         sender_id: The sending user's id.
         recipient_id: The receiving user's id (may be the sender).
         content: The text: 1 to 4096 characters, not only whitespace.
@@ -224,7 +228,7 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         conversation_id=conversation_id,
         idempotency_key=idempotency_key,
     )
-    session.flush()
+    flush(session)
     inherit = new.parent_id is not None and new.conversation_id is None
     reply = new.parent_id is not None
     keyed = dialect_name(session) if new.idempotency_key is not None else None
@@ -235,9 +239,10 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
             found_row = None if keyed is None else lambda: _stored_row(session, new)
             statement = _send_row_statement(reply, inherit, keyed)
             return _insert_row(session, statement, values, explain, found_row)
-        found = None if keyed is None else lambda: _stored(session, new)
-        orm = _send_statement(reply=reply, inherit_conversation=inherit, keyed=keyed)
-        return insert_or_explain(session, orm, values, explain, found)
+        orm = orm_session(session, "send_message", "as_row=True")
+        found = None if keyed is None else lambda: _stored(orm, new)
+        statement_orm = _send_statement(reply=reply, inherit_conversation=inherit, keyed=keyed)
+        return insert_or_explain(orm, statement_orm, values, explain, found)
     except IntegrityError as exc:
         # A row the INSERT saw was deleted by a transaction that committed before its foreign
         # key check (PostgreSQL): the same error as if it had been missing all along.
@@ -268,7 +273,7 @@ def _send_row_statement(
 
 
 def _insert_row(
-    session: Session,
+    session: Session | Connection,
     statement: sa.Insert,
     values: dict[str, object],
     explain: Callable[[], AppDBError | None],
@@ -333,7 +338,7 @@ def _stored(session: Session, new: _NewMessage) -> Message | None:
     return None if stored is None else _same_message(stored, new)
 
 
-def _stored_row(session: Session, new: _NewMessage) -> MessageRow | None:
+def _stored_row(session: Session | Connection, new: _NewMessage) -> MessageRow | None:
     """`_stored` at the Core level."""
     row = only_row(core_execute(session, _STORED_ROW, _by_key(new)))
     return None if row is None else _same_message(MessageRow._make(row), new)
@@ -356,14 +361,14 @@ def _same_message(stored: _M, new: _NewMessage) -> _M:
     raise IdempotencyKeyReusedError(msg)
 
 
-def _missing(session: Session, new: _NewMessage) -> AppDBError | None:
+def _missing(session: Session | Connection, new: _NewMessage) -> AppDBError | None:
     """Which of the rows a new message refers to does not exist (one query)."""
     values = {
         "sender_id": new.sender_id,
         "recipient_id": new.recipient_id,
         "parent_id": new.parent_id,
     }
-    sender, recipient, parent = session.execute(_EXISTING, values).one()
+    ((sender, recipient, parent),) = core_execute(session, _EXISTING, values)
     for exists, constraint in (
         (sender, "fk_messages_sender_id_users"),
         (recipient, "fk_messages_recipient_id_users"),
@@ -399,7 +404,7 @@ def inbox(
 
 @overload
 def inbox(
-    session: Session,
+    session: Session | Connection,
     user_id: int,
     *,
     limit: int = DEFAULT_PAGE_SIZE,
@@ -410,7 +415,7 @@ def inbox(
 
 
 def inbox(  # noqa: PLR0913 - the page's parameters, by name
-    session: Session,
+    session: Session | Connection,
     user_id: int,
     *,
     limit: int = DEFAULT_PAGE_SIZE,
@@ -424,7 +429,8 @@ def inbox(  # noqa: PLR0913 - the page's parameters, by name
     unread-only pages, read backwards from ``before_id``.
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope` (with
+            ``as_rows=True``).
         user_id: The recipient.
         limit: The page size, 1 to 500.
         before_id: The last (smallest) id of the previous page; ``None`` for the first page.
@@ -436,19 +442,21 @@ def inbox(  # noqa: PLR0913 - the page's parameters, by name
         Up to `limit` messages, ids descending; fewer (or none) at the end.
 
     Raises:
-        InvalidInputError: An id or the limit is out of range.
+        InvalidInputError: An id or the limit is out of range; or a connection was given
+            without ``as_rows=True``.
     """
     page = validated(
         _InboxPage, user_id=user_id, limit=limit, before_id=before_id, unread_only=unread_only
     )
     paged = page.before_id is not None
     if as_rows:
-        session.flush()
+        flush(session)
         values = {"user_id": page.user_id, "limit": page.limit, "before_id": page.before_id}
         rows = core_execute(session, _inbox_row_statement(page.unread_only, paged), values)
         return [MessageRow._make(row) for row in rows]
     statement = _inbox_statement(unread_only=page.unread_only, paged=paged)
-    return _page(session, statement, page, user_id=page.user_id)
+    orm = orm_session(session, "inbox", "as_rows=True")
+    return _page(orm, statement, page, user_id=page.user_id)
 
 
 @functools.cache
@@ -542,11 +550,11 @@ def replies(session: Session, message_id: int) -> list[Message]:
     return list(session.scalars(_REPLIES, {"parent_id": parent_id}))
 
 
-def unread_count(session: Session, user_id: int) -> int:
+def unread_count(session: Session | Connection, user_id: int) -> int:
     """How many messages a user has not read (an index-only count on the partial index).
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope`.
         user_id: The recipient.
 
     Returns:
@@ -556,13 +564,13 @@ def unread_count(session: Session, user_id: int) -> int:
         InvalidInputError: The id is out of range.
     """
     recipient_id = validated(_UserId, user_id=user_id).user_id
-    session.flush()
+    flush(session)
     ((count,),) = core_execute(session, _UNREAD_COUNT, {"user_id": recipient_id})
     return int(count)
 
 
 def mark_read(
-    session: Session,
+    session: Session | Connection,
     user_id: int,
     *,
     message_ids: Iterable[int] | None = None,
@@ -576,7 +584,7 @@ def mark_read(
     the changed messages already loaded in the session are updated too.
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope`.
         user_id: The recipient whose messages to mark.
         message_ids: Only these messages (at most 500; others' ids are ignored).
         conversation_id: Only this conversation's messages.
@@ -600,7 +608,7 @@ def mark_read(
     statement = _mark_read_statement(
         id_count=len(ids), by_conversation=marking.conversation_id is not None
     )
-    session.flush()
+    flush(session)
     values: dict[str, Any] = {
         "user_id": marking.user_id,
         "in_conversation": marking.conversation_id,
@@ -608,12 +616,13 @@ def mark_read(
         **{f"message_id_{index}": message_id for index, message_id in enumerate(ids)},
     }
     marked = [message_id for (message_id,) in core_execute(session, statement, values)]
-    # Keep the session's copies of the marked messages in step with the rows.
-    for message_id in marked:
-        loaded = session.identity_map.get(identity_key(Message, message_id))
-        if loaded is not None:
-            set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
-            set_committed_value(loaded, "updated_at", values["now"])
+    if isinstance(session, Session):
+        # Keep the session's copies of the marked messages in step with the rows.
+        for message_id in marked:
+            loaded = session.identity_map.get(identity_key(Message, message_id))
+            if loaded is not None:
+                set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
+                set_committed_value(loaded, "updated_at", values["now"])
     return len(marked)
 
 

@@ -1,7 +1,8 @@
 """Session factories (`SessionLocal`, `AsyncSessionLocal`) and unit-of-work scopes.
 
 With ``DATABASE_REPLICA_URLS`` set the factories make `appdb.routing.RoutingSession`s; that
-module holds the replica routing, re-exported here for compatibility.
+module holds the replica routing, re-exported here for compatibility. `connection_scope` is the
+unit of work without an ORM session, for hot paths that need only rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from appdb.routing import RoutingSession, use_primary
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.ext.asyncio import async_sessionmaker
     from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +34,7 @@ __all__ = [
     "RoutingSession",
     "SessionLocal",
     "async_session_scope",
+    "connection_scope",
     "session_scope",
     "use_primary",
 ]
@@ -124,6 +127,28 @@ def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Sess
             session.rollback()
             raise
         session.commit()
+
+
+@contextmanager
+def connection_scope(engine: Engine | None = None) -> Iterator[Connection]:
+    """Run a unit of work on one connection, without an ORM session: commit or roll back.
+
+    The hot operations take its connection in place of a session and return rows
+    (``touch_telegram_user(connection, ..., as_row=True)``, ``send_message(..., as_row=True)``,
+    ``inbox(..., as_rows=True)``, ``unread_count``, ``mark_read``): no session's transaction
+    bookkeeping, which costs more than the statement itself. ORM work in the same unit joins it
+    with ``Session(bind=connection)``; that session's ``commit()`` only flushes, the scope
+    commits. It runs on the primary (`DATABASE_URL`), never on a replica.
+
+    Args:
+        engine: The engine to connect with; `get_engine()` when omitted.
+
+    Yields:
+        A connection in a transaction that the scope commits if the block succeeds, rolls back
+        if it raises, and closes.
+    """
+    with (engine or get_engine()).begin() as connection:
+        yield connection
 
 
 @asynccontextmanager

@@ -34,6 +34,8 @@ from appdb._sql import (
     constraint_name,
     core_execute,
     dialect_name,
+    flush,
+    orm_session,
     parameters,
     returning,
     upsert_insert,
@@ -57,6 +59,7 @@ from appdb.models.schemas import (
 from appdb.rows import UserRow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.orm import Session
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
@@ -137,7 +140,7 @@ def touch_telegram_user(
 
 @overload
 def touch_telegram_user(
-    session: Session, user_or_id: TelegramProfile, /, *, as_row: Literal[True]
+    session: Session | Connection, user_or_id: TelegramProfile, /, *, as_row: Literal[True]
 ) -> UserRow: ...
 
 
@@ -158,7 +161,7 @@ def touch_telegram_user(
 
 @overload
 def touch_telegram_user(
-    session: Session,
+    session: Session | Connection,
     user_or_id: int,
     /,
     *,
@@ -172,7 +175,7 @@ def touch_telegram_user(
 
 
 def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
-    session: Session,
+    session: Session | Connection,
     user_or_id: int | TelegramProfile,
     /,
     *,
@@ -191,7 +194,8 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
     means "not set in Telegram" (a removed handle is cleared).
 
     Args:
-        session: The caller's session.
+        session: The caller's session, or the connection of a `connection_scope` (with
+            ``as_row=True``).
         user_or_id: A Telegram user object with the `TelegramProfile` attributes (aiogram's
             ``message.from_user``), whose fields are then used; or the Telegram user id, with
             the profile as keywords.
@@ -207,7 +211,8 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         The user, refreshed from the row the database returned.
 
     Raises:
-        InvalidInputError: The id is outside 1..2**63-1, or a field is too long or holds NUL.
+        InvalidInputError: The id is outside 1..2**63-1, or a field is too long or holds NUL;
+            or a connection was given without ``as_row=True``.
         TypeError: A Telegram user object and profile keywords were both given.
     """
     arguments: dict[str, object] = {
@@ -224,7 +229,7 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
             raise TypeError(msg)
         arguments = _profile_arguments(user_or_id)
     profile = validated(_TouchArguments, **arguments)
-    session.flush()
+    flush(session)
     values = {
         "telegram_user_id": profile.telegram_user_id,
         "telegram_username": profile.username,
@@ -237,7 +242,8 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
     if as_row:
         (row,) = core_execute(session, _touch_row_statement(dialect_name(session)), values)
         return UserRow._make(row)
-    return session.scalars(_touch_statement(dialect_name(session)), values).one()
+    orm = orm_session(session, "touch_telegram_user", "as_row=True")
+    return orm.scalars(_touch_statement(dialect_name(orm)), values).one()
 
 
 @functools.cache
