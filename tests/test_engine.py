@@ -54,10 +54,10 @@ def test_engine_does_not_connect_when_built() -> None:
 
 
 def test_async_engine_uses_async_drivers() -> None:
-    """One URL serves both: psycopg 3 async for PostgreSQL, aiosqlite for SQLite."""
+    """One URL serves both: asyncpg for PostgreSQL, aiosqlite for SQLite."""
     postgresql = create_async_engine(DatabaseSettings(url="postgres://h/d")).dialect
     sqlite = create_async_engine(DatabaseSettings(url="sqlite://")).dialect
-    assert ("psycopg", True) == (postgresql.driver, postgresql.is_async)
+    assert ("asyncpg", True) == (postgresql.driver, postgresql.is_async)
     assert ("aiosqlite", True) == (sqlite.driver, sqlite.is_async)
 
 

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from appdb.routing import use_primary
     from appdb.session import (
         SessionLocal,
+        async_connection_scope,
         async_session_scope,
         connection_scope,
         session_scope,
@@ -100,6 +101,7 @@ _LAZY = {
         "appdb.routing": ("use_primary",),
         "appdb.session": (
             "SessionLocal",
+            "async_connection_scope",
             "async_session_scope",
             "connection_scope",
             "session_scope",
@@ -180,6 +182,7 @@ __all__ = [
     "UserUpdate",
     "UsernameTakenError",
     "__version__",
+    "async_connection_scope",
     "async_session_scope",
     "connection_scope",
     "create_async_engine",

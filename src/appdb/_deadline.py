@@ -19,6 +19,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from appdb._asyncpg import transport_socket
 from appdb.exceptions import ConnectionLostError
 
 if TYPE_CHECKING:
@@ -26,7 +27,13 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Engine, ExceptionContext
 
-__all__ = ["apply_client_timeout", "effective_client_timeout", "expired_limit"]
+__all__ = [
+    "apply_client_timeout",
+    "arm",
+    "disarm",
+    "effective_client_timeout",
+    "expired_limit",
+]
 
 # How often the watchdog looks at the armed calls: the deadline holds to within this.
 _TICK = 0.25
@@ -77,17 +84,18 @@ class _Watchdog:
             return
         self.cut[connection] = seconds
         # shutdown() acts on the socket, not on this duplicate descriptor: the driver's own
-        # wait wakes up at once and reads end-of-file.
+        # wait (psycopg's, or the event loop's for asyncpg) wakes up at once and reads
+        # end-of-file.
         try:
-            with socket.fromfd(
-                connection.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM
-            ) as sock:
+            with socket.fromfd(_fileno(connection), socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
         except (OSError, ValueError, AttributeError):
             pass  # the connection closed meanwhile
 
 
 _watchdog = _Watchdog()
+# Each guarded dialect's deadline, for the calls appdb awaits on asyncpg itself (`arm`).
+_deadlines: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def _reset_after_fork() -> None:
@@ -99,12 +107,23 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _driver_connection(target: object) -> Any:
-    """The psycopg connection behind a cursor, a DBAPI connection or SQLAlchemy's adapters."""
+    """The psycopg or asyncpg connection behind a cursor, a DBAPI connection or an adapter."""
     for _ in range(4):
-        if hasattr(target, "pgconn"):
+        if hasattr(target, "pgconn") or hasattr(target, "is_in_transaction"):
             return target
         target = getattr(target, "_connection", None) or getattr(target, "connection", None)
     return None
+
+
+def _fileno(connection: Any) -> int:
+    """The socket descriptor of a psycopg or asyncpg connection."""
+    if hasattr(connection, "pgconn"):
+        return int(connection.pgconn.socket)
+    sock = transport_socket(connection)
+    if sock is None:
+        msg = "the connection has no socket"
+        raise ValueError(msg)
+    return sock.fileno()
 
 
 def expired_limit(context: ExceptionContext) -> float | None:
@@ -164,6 +183,33 @@ def _guarded_ping(method: Callable[..., Any], seconds: float, place: str) -> Cal
     return guarded_ping
 
 
+def arm(dialect: object, target: object) -> int | None:
+    """Start `dialect`'s deadline on a call `target` (a driver connection) waits in.
+
+    For the calls appdb awaits on asyncpg's connection itself, outside the dialect's methods
+    that `apply_client_timeout` guards.
+
+    Args:
+        dialect: The engine's dialect.
+        target: The driver connection the call waits on.
+
+    Returns:
+        The token for `disarm`, or ``None`` if the engine has no deadline.
+    """
+    seconds = _deadlines.get(dialect)
+    return None if seconds is None else _watchdog.arm(target, seconds)
+
+
+def disarm(token: int | None) -> None:
+    """End the deadline `arm` started (the call has returned or raised).
+
+    Args:
+        token: What `arm` returned.
+    """
+    if token is not None:
+        _watchdog.disarm(token)
+
+
 def effective_client_timeout(client_timeout: float | None, statement_timeout: int | None) -> float:
     """The deadline in force: the setting, but never before the server's statement timeout.
 
@@ -185,13 +231,14 @@ def apply_client_timeout(engine: Engine, seconds: float, place: str) -> None:
     """Cut off each of `engine`'s calls that waits longer than `seconds` for the server.
 
     Args:
-        engine: A sync engine, or an async engine's ``sync_engine`` (psycopg).
+        engine: A sync engine (psycopg), or an async engine's ``sync_engine`` (asyncpg).
         seconds: The deadline; 0 leaves the engine alone.
         place: ``host:port``, for messages.
     """
     if seconds <= 0:
         return
     dialect: Any = engine.dialect
+    _deadlines[dialect] = seconds
     for name in ("do_execute", "do_execute_no_params", "do_executemany", "do_commit"):
         setattr(dialect, name, _guarded(getattr(dialect, name), seconds))
     # A rollback also runs when a connection is returned to the pool.

@@ -25,15 +25,29 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from appdb._deadline import arm, disarm
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
     import sqlalchemy as sa
     from sqlalchemy.engine import Connection, Dialect
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["Plan", "plan_for", "rows"]
+__all__ = [
+    "AsyncUnit",
+    "Plan",
+    "asyncpg_in_transaction",
+    "awaited",
+    "open_async_unit",
+    "plan_for",
+    "rows",
+    "rows_async",
+]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +212,177 @@ def rows(
         # SQLAlchemy's own handling: handle_error listeners, invalidation, the cursor closed.
         connection._handle_dbapi_exception(exc, plan.sql, parameters, cursor, None)  # noqa: SLF001
     return plan.processed(fetched)
+
+
+# --- asyncio: statements awaited on asyncpg's own connection ---------------------------------
+#
+# SQLAlchemy's asyncio layer runs each call in a new greenlet, which on CPython 3.11 maps and
+# unmaps a fresh frame stack: more than the statement's own client time. The async unit of
+# work (`appdb.session.async_connection_scope`) therefore awaits asyncpg's connection itself
+# for its transaction and the hot statements; SQLAlchemy still checks the connection out,
+# translates errors (``handle_error``) and invalidates a lost connection, as for `rows`.
+
+
+def asyncpg_in_transaction(connection: Connection | None) -> Any:
+    """The asyncpg connection under `connection`, if a transaction is open on it; else ``None``.
+
+    Args:
+        connection: An async connection's ``sync_connection``.
+
+    Returns:
+        asyncpg's connection, or ``None`` (another driver, closed, or no transaction yet).
+    """
+    if connection is None or connection.invalidated or connection.dialect.driver != "asyncpg":
+        return None
+    driver: Any = connection.connection.driver_connection
+    return driver if driver.is_in_transaction() else None
+
+
+async def awaited(connection: Connection, driver: Any, call: Awaitable[_T], sql: str) -> _T:
+    """Await `call` on asyncpg's connection under the engine's deadline; errors as SQLAlchemy's.
+
+    Args:
+        connection: The async connection's ``sync_connection``.
+        driver: asyncpg's connection under it.
+        call: The awaitable asyncpg returned (a statement, BEGIN, COMMIT ...).
+        sql: The SQL, for the error SQLAlchemy raises.
+
+    Returns:
+        What `call` returned.
+    """
+    token = arm(connection.dialect, driver)
+    try:
+        return await call
+    except Exception as exc:  # noqa: BLE001 - re-raised by SQLAlchemy, translated
+        _reraise(connection, exc, sql)
+    finally:
+        disarm(token)
+
+
+def _reraise(connection: Connection, exc: Exception, sql: str) -> NoReturn:
+    """Raise `exc` as SQLAlchemy would have: its DBAPI error, ``handle_error``, invalidation."""
+    adapter: Any = connection.connection.dbapi_connection
+    try:
+        # SQLAlchemy's asyncpg adapter makes asyncpg's errors its DBAPI module's.
+        adapter._handle_exception(exc)  # noqa: SLF001 - raises; no public spelling
+    except Exception as dbapi_error:  # noqa: BLE001 - handed to SQLAlchemy, which raises
+        connection._handle_dbapi_exception(dbapi_error, sql, (), None, None)  # noqa: SLF001
+    raise exc  # pragma: no cover - _handle_exception always raises
+
+
+async def rows_async(
+    connection: AsyncConnection, statement: sa.Executable, values: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    """`rows` for an async connection: awaited on asyncpg in its open transaction.
+
+    Otherwise (another driver, no transaction opened yet, someone watching the SQL, no plan)
+    the statement runs through SQLAlchemy in its greenlet, which begins a transaction (on
+    asyncpg, a savepoint in the one already open) where none is.
+
+    Args:
+        connection: The async connection.
+        statement: A Core statement built once, with bound parameters.
+        values: Its parameters.
+
+    Returns:
+        The rows, as tuples of processed values.
+    """
+    sync = connection.sync_connection
+    driver = asyncpg_in_transaction(sync)
+    plan = None
+    if driver is not None and sync is not None and not _watched(sync):
+        plan = plan_for(statement, sync.dialect, values.keys())
+    if plan is None or sync is None or values.keys() != plan.keys or not plan.required <= plan.keys:
+        return await connection.run_sync(rows, statement, values)
+    parameters = plan.parameters(values)
+    fetched = await awaited(sync, driver, driver.fetch(plan.sql, *parameters), plan.sql)
+    if not plan.results:
+        return [tuple(row) for row in fetched]
+    return plan.processed(fetched)
+
+
+class AsyncUnit:
+    """An async connection and the transaction of a unit of work on it (`open_async_unit`).
+
+    On asyncpg the transaction is asyncpg's own, begun and ended by awaiting asyncpg's
+    connection; what SQLAlchemy runs on the connection meanwhile (Core, an ORM session, a
+    statement watched by a listener) is in a savepoint of it that SQLAlchemy begins and that
+    `commit` releases first. Elsewhere (aiosqlite, or an engine with ``begin`` listeners, such
+    as PgBouncer mode's ``SET LOCAL``) it is SQLAlchemy's transaction.
+    """
+
+    def __init__(self, connection: AsyncConnection, transaction: Any) -> None:
+        """Hold `connection` and `transaction` (asyncpg's, or ``None`` for SQLAlchemy's)."""
+        self.connection = connection
+        self._transaction = transaction
+
+    async def commit(self) -> None:
+        """Commit SQLAlchemy's savepoint or transaction, then asyncpg's transaction."""
+        sync = self.connection.sync_connection
+        if sync is not None and sync.in_transaction():
+            await self.connection.commit()
+        if self._transaction is not None and sync is not None:
+            driver = sync.connection.driver_connection
+            await awaited(sync, driver, self._transaction.commit(), "COMMIT")
+
+    async def rollback(self) -> None:
+        """Roll everything back; a connection that cannot be rolled back is discarded.
+
+        Called while an error propagates, so it raises nothing of its own.
+        """
+        sync = self.connection.sync_connection
+        if sync is None or sync.invalidated:
+            return
+        try:
+            if sync.in_transaction():
+                await self.connection.rollback()
+            if self._transaction is not None:
+                driver = sync.connection.driver_connection
+                await awaited(sync, driver, self._transaction.rollback(), "ROLLBACK")
+        except Exception:  # noqa: BLE001 - the original error is the one to raise
+            if not sync.invalidated:
+                sync.invalidate()
+
+    async def close(self) -> None:
+        """Return the connection to the pool (on asyncpg, without a greenlet when idle)."""
+        sync = self.connection.sync_connection
+        if sync is not None and not sync.invalidated and not sync.in_transaction():
+            # Nothing left to roll back: the pool's reset and check-in do not await.
+            sync.close()
+        else:
+            await self.connection.close()
+
+
+async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
+    """Check out a connection of `engine` and begin a unit of work's transaction on it.
+
+    A connection idle in the pool is checked out without a greenlet; making a new one (or
+    replacing a recycled one) awaits, so it is done in SQLAlchemy's greenlet.
+
+    Args:
+        engine: The async engine.
+
+    Returns:
+        The unit, its transaction begun.
+    """
+    from sqlalchemy.exc import MissingGreenlet  # noqa: PLC0415 - with the asyncio extension
+    from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: PLC0415
+
+    sync_engine = engine.sync_engine
+    try:
+        connection = AsyncConnection(engine, sync_engine.connect())
+    except MissingGreenlet:
+        connection = AsyncConnection(engine)
+        await connection.start()
+    sync = connection.sync_connection
+    try:
+        if sync is None or sync.dialect.driver != "asyncpg" or sync_engine.dispatch.begin:
+            await connection.begin()
+            return AsyncUnit(connection, None)
+        driver: Any = sync.connection.driver_connection
+        transaction = driver.transaction()
+        await awaited(sync, driver, transaction.start(), "BEGIN")
+    except BaseException:
+        await connection.close()
+        raise
+    return AsyncUnit(connection, transaction)

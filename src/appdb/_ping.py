@@ -17,6 +17,8 @@ from __future__ import annotations
 import select
 from typing import TYPE_CHECKING, Any
 
+from appdb._asyncpg import transport_socket
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -32,17 +34,27 @@ _TRANSACTION_IDLE = 0
 
 
 def _idle_and_quiet(dbapi_connection: object) -> bool:
-    """Whether a pooled psycopg connection is open, idle and has no unread input."""
-    # The sync dialect pools psycopg's connection itself; the async one an adapter around it.
+    """Whether a pooled psycopg or asyncpg connection is open, idle and has no unread input."""
+    # The sync dialect pools psycopg's connection itself; the async one an adapter around
+    # asyncpg's, which reads the socket whenever the event loop runs: a goodbye it has read
+    # already shows in is_closed().
     driver: Any = getattr(dbapi_connection, "_connection", dbapi_connection)
-    if not hasattr(driver, "pgconn") or driver.closed or driver.broken:
-        return False
-    pgconn = driver.pgconn
-    if pgconn.status != _CONNECTION_OK or pgconn.transaction_status != _TRANSACTION_IDLE:
+    if hasattr(driver, "pgconn"):
+        if driver.closed or driver.broken:
+            return False
+        pgconn = driver.pgconn
+        if pgconn.status != _CONNECTION_OK or pgconn.transaction_status != _TRANSACTION_IDLE:
+            return False
+        fileno: Any = pgconn.socket
+    elif hasattr(driver, "is_in_transaction"):
+        if driver.is_closed() or driver.is_in_transaction():
+            return False
+        fileno = transport_socket(driver)
+    else:
         return False
     try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    except (OSError, ValueError):
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError, TypeError):
         return False
     return not readable
 
@@ -67,7 +79,7 @@ def inspect_before_ping(engine: Engine) -> None:
     """Make `engine`'s pre-ping send ``SELECT 1`` only when the socket says something is wrong.
 
     Args:
-        engine: A sync engine, or an async engine's ``sync_engine`` (psycopg).
+        engine: A sync engine (psycopg), or an async engine's ``sync_engine`` (asyncpg).
     """
     dialect: Any = engine.dialect
     dialect.do_ping = InspectingPing(dialect.do_ping)

@@ -7,10 +7,12 @@ pass only the values: building a statement costs more than SQLAlchemy's cached e
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from appdb import _direct
@@ -24,11 +26,12 @@ from appdb.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.ext.asyncio import AsyncConnection
     from sqlalchemy.sql.selectable import TypedReturnsRows
 
 
 __all__ = [
+    "Query",
     "constraint_name",
     "core_execute",
     "dialect_name",
@@ -39,6 +42,8 @@ __all__ = [
     "parameters",
     "retry_insert",
     "returning",
+    "run",
+    "run_async",
     "upsert_insert",
 ]
 
@@ -52,11 +57,12 @@ _ATTEMPTS = 3
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<table>\w+)\.(?P<column>\w+)$")
 
 
-def dialect_name(session: Session | sa.Connection) -> str:
+def dialect_name(session: Session | sa.Connection | AsyncConnection) -> str:
     """The name of the session's database dialect, the key of dialect-specific statements.
 
     Args:
-        session: The caller's session, or the connection of a `connection_scope`.
+        session: The caller's session, or the connection of a `connection_scope` (or of an
+            `async_connection_scope`).
 
     Returns:
         ``"postgresql"`` or ``"sqlite"``.
@@ -193,7 +199,10 @@ def constraint_name(exc: IntegrityError) -> str | None:
     Returns:
         The constraint's name under appdb's naming convention, or ``None`` if unknown.
     """
-    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    # psycopg's diagnostics; asyncpg's error, which SQLAlchemy's adapter wraps, names it too.
+    name = getattr(getattr(exc.orig, "diag", None), "constraint_name", None) or getattr(
+        getattr(exc.orig, "__cause__", None), "constraint_name", None
+    )
     if name:
         return str(name)
     if match := _SQLITE_UNIQUE.search(str(exc.orig)):
@@ -276,3 +285,59 @@ def only_row(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
         msg = f"expected at most one row, got {len(rows)}"
         raise AppDBError(msg)
     return rows[0] if rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class Query(Generic[_T]):
+    """The one statement of a hot operation: its checked values, and what its rows make.
+
+    The sync operations run it with `run`; `appdb.aio` awaits it on an async connection with
+    `run_async` (on asyncpg's connection itself), so both share one definition of each.
+    """
+
+    statement: sa.Executable
+    values: dict[str, Any]
+    result: Callable[[list[tuple[Any, ...]]], _T]
+    explain: Callable[[IntegrityError], AppDBError | None] | None = None
+    """The appdb error for an `IntegrityError` the statement raised, if it has one."""
+
+    def raise_explained(self, exc: IntegrityError) -> NoReturn:
+        """Raise the appdb error `explain` makes of `exc`, or `exc` itself if it makes none."""
+        error = None if self.explain is None else self.explain(exc)
+        if error is None:
+            raise exc
+        raise error from exc
+
+
+def run(session: Session | sa.Connection, query: Query[_T]) -> _T:
+    """Run `query` in the caller's session (or on a `connection_scope`'s connection).
+
+    Args:
+        session: The caller's session or connection.
+        query: The statement and its values.
+
+    Returns:
+        What the query's rows make.
+    """
+    try:
+        rows = core_execute(session, query.statement, query.values)
+    except IntegrityError as exc:
+        query.raise_explained(exc)
+    return query.result(rows)
+
+
+async def run_async(connection: AsyncConnection, query: Query[_T]) -> _T:
+    """Run `query` on an async connection: on asyncpg's own, in its open transaction.
+
+    Args:
+        connection: The connection of an `async_connection_scope` (or any async connection).
+        query: The statement and its values.
+
+    Returns:
+        What the query's rows make.
+    """
+    try:
+        rows = await _direct.rows_async(connection, query.statement, query.values)
+    except IntegrityError as exc:
+        query.raise_explained(exc)
+    return query.result(rows)

@@ -11,6 +11,12 @@ and the event loop keeps serving other updates meanwhile::
     async with async_session_scope() as session:
         user = await aio.touch_telegram_user(session, message.from_user)
         await aio.send_message(session, sender_id=user.id, recipient_id=..., content=...)
+
+The hot twins (`touch_telegram_user`, `send_message`, `inbox` in their row forms,
+`unread_count`, `mark_read`) also take the connection of an `async_connection_scope`. There
+they await the statement their original builds (its `*_query` function) on asyncpg's
+connection itself, without SQLAlchemy's greenlet, and run the original in it only for what
+is rare (explaining an insert that inserted nothing) or watched (echo, event listeners).
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Literal, overload
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from appdb import messages, users
 from appdb._accounts import find_login, hash_of, insert_account, record_login, validate_account
 from appdb._passwords import check_password, hash_password
+from appdb._sql import run_async
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from appdb.models import Message, User
     from appdb.rows import MessageRow, UserRow
@@ -61,7 +70,11 @@ async def touch_telegram_user(
 
 @overload
 async def touch_telegram_user(
-    session: AsyncSession, user_or_id: TelegramProfile, /, *, as_row: Literal[True]
+    session: AsyncSession | AsyncConnection,
+    user_or_id: TelegramProfile,
+    /,
+    *,
+    as_row: Literal[True],
 ) -> UserRow: ...
 
 
@@ -82,7 +95,7 @@ async def touch_telegram_user(
 
 @overload
 async def touch_telegram_user(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     user_or_id: int,
     /,
     *,
@@ -96,7 +109,7 @@ async def touch_telegram_user(
 
 
 async def touch_telegram_user(  # noqa: PLR0913 - the profile's fields, by name
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     user_or_id: int | TelegramProfile,
     /,
     *,
@@ -110,8 +123,20 @@ async def touch_telegram_user(  # noqa: PLR0913 - the profile's fields, by name
     """Async twin of `appdb.users.touch_telegram_user`, for an `AsyncSession`.
 
     The same arguments, result and errors: get-or-create the Telegram user and refresh the
-    profile and ``last_login_at`` in one statement.
+    profile and ``last_login_at`` in one statement. The row form also takes the connection of
+    an `async_connection_scope`.
     """
+    if as_row and not isinstance(session, AsyncSession):
+        query = users.touch_query(
+            session.dialect.name,
+            user_or_id,
+            username=username,
+            first_name=first_name,
+            last_name=last_name,
+            language_code=language_code,
+            is_premium=is_premium,
+        )
+        return await run_async(session, query)
     return await session.run_sync(
         _touch,
         user_or_id,
@@ -160,7 +185,7 @@ async def send_message(
 
 @overload
 async def send_message(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     sender_id: int,
     recipient_id: int,
@@ -173,7 +198,7 @@ async def send_message(
 
 
 async def send_message(  # noqa: PLR0913 - the message's fields, by name
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     *,
     sender_id: int,
     recipient_id: int,
@@ -185,8 +210,23 @@ async def send_message(  # noqa: PLR0913 - the message's fields, by name
 ) -> Message | MessageRow:
     """Async twin of `appdb.messages.send_message`, for an `AsyncSession`.
 
-    The same arguments, result and errors, idempotency key included.
+    The same arguments, result and errors, idempotency key included. The row form also takes
+    the connection of an `async_connection_scope`.
     """
+    if as_row and not isinstance(session, AsyncSession):
+        query = messages.send_message_query(
+            session.dialect.name,
+            sender_id=sender_id,
+            recipient_id=recipient_id,
+            content=content,
+            parent_id=parent_id,
+            conversation_id=conversation_id,
+            idempotency_key=idempotency_key,
+        )
+        sent = await run_async(session, query)
+        if sent is not None:
+            return sent
+        # Nothing inserted: the original finds the stored message or says what is missing.
     return await session.run_sync(
         _send,
         sender_id=sender_id,
@@ -213,7 +253,7 @@ async def inbox(
 
 @overload
 async def inbox(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     user_id: int,
     *,
     limit: int = messages.DEFAULT_PAGE_SIZE,
@@ -224,7 +264,7 @@ async def inbox(
 
 
 async def inbox(  # noqa: PLR0913 - the page's parameters, by name
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     user_id: int,
     *,
     limit: int = messages.DEFAULT_PAGE_SIZE,
@@ -232,7 +272,15 @@ async def inbox(  # noqa: PLR0913 - the page's parameters, by name
     unread_only: bool = False,
     as_rows: bool = False,
 ) -> list[Message] | list[MessageRow]:
-    """Async twin of `appdb.messages.inbox`, for an `AsyncSession`."""
+    """Async twin of `appdb.messages.inbox`, for an `AsyncSession`.
+
+    The row form also takes the connection of an `async_connection_scope`.
+    """
+    if as_rows and not isinstance(session, AsyncSession):
+        query = messages.inbox_query(
+            user_id, limit=limit, before_id=before_id, unread_only=unread_only
+        )
+        return await run_async(session, query)
     return await session.run_sync(
         _inbox,
         user_id,
@@ -261,19 +309,35 @@ async def replies(session: AsyncSession, message_id: int) -> list[Message]:
     return await session.run_sync(messages.replies, message_id)
 
 
-async def unread_count(session: AsyncSession, user_id: int) -> int:
-    """Async twin of `appdb.messages.unread_count`, for an `AsyncSession`."""
+async def unread_count(session: AsyncSession | AsyncConnection, user_id: int) -> int:
+    """Async twin of `appdb.messages.unread_count`, for an `AsyncSession`.
+
+    It also takes the connection of an `async_connection_scope`.
+    """
+    if not isinstance(session, AsyncSession):
+        return await run_async(session, messages.unread_count_query(user_id))
     return await session.run_sync(messages.unread_count, user_id)
 
 
 async def mark_read(
-    session: AsyncSession,
+    session: AsyncSession | AsyncConnection,
     user_id: int,
     *,
     message_ids: Iterable[int] | None = None,
     conversation_id: str | None = None,
 ) -> int:
-    """Async twin of `appdb.messages.mark_read`, for an `AsyncSession`."""
+    """Async twin of `appdb.messages.mark_read`, for an `AsyncSession`.
+
+    It also takes the connection of an `async_connection_scope`.
+    """
+    if not isinstance(session, AsyncSession):
+        query = messages.mark_read_query(
+            user_id, message_ids=message_ids, conversation_id=conversation_id
+        )
+        if query is None:
+            return 0
+        marked = await run_async(session, query)
+        return len(marked)
     return await session.run_sync(
         messages.mark_read, user_id, message_ids=message_ids, conversation_id=conversation_id
     )

@@ -9,11 +9,13 @@ import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.pool import QueuePool
 
+from appdb import _asyncpg
 from appdb._deadline import apply_client_timeout, effective_client_timeout
 from appdb._errors import TranslatingAsyncQueuePool, TranslatingQueuePool, translate_errors
 from appdb._ping import inspect_before_ping
-from appdb._redaction import redact_engine_logs, redact_logs_of, where
+from appdb._redaction import redact_engine_logs, redact_logs_of, render_url, where
 from appdb.clients import installed_versions, tag_application_name
+from appdb.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,23 +87,50 @@ class _Lazy(Generic[_T]):
         return self._value is not None
 
 
-def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
-    """Connection parameters for psycopg: timeouts and the name shown in pg_stat_activity."""
-    connect_args: dict[str, Any] = {
-        "connect_timeout": settings.connect_timeout,
-        # Tagged with the package versions, so that a breaking migration sees who would break.
-        "application_name": tag_application_name(settings.application_name, installed_versions()),
-        **_tcp_connect_args(settings),
-    }
+def _application_name(settings: DatabaseSettings) -> str:
+    """``application_name``, tagged with the package versions.
+
+    So that a breaking migration sees, in ``pg_stat_activity``, who it would break.
+    """
+    return tag_application_name(settings.application_name, installed_versions())
+
+
+def _options(settings: DatabaseSettings) -> str | None:
+    """The ``options`` libpq gets: the URL's, then appdb's ``-c statement_timeout``."""
     # Merge rather than replace: a URL may already carry ?options=-c...
     options = [str(settings.database_url.query.get("options", ""))]
     if settings.statement_timeout and not settings.uses_transaction_pooler:
         options.append(f"-c statement_timeout={settings.statement_timeout}")
-    if joined := " ".join(option for option in options if option):
-        connect_args["options"] = joined
+    return " ".join(option for option in options if option) or None
+
+
+def _postgresql_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """Connection parameters for psycopg: timeouts and the name shown in pg_stat_activity."""
+    connect_args: dict[str, Any] = {
+        "connect_timeout": settings.connect_timeout,
+        "application_name": _application_name(settings),
+        **_tcp_connect_args(settings),
+    }
+    if options := _options(settings):
+        connect_args["options"] = options
     if settings.uses_transaction_pooler:
         connect_args |= _transaction_pooler_connect_args()
     return connect_args
+
+
+def _asyncpg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """The same parameters for asyncpg, the async engine's driver (see `appdb._asyncpg`).
+
+    Raises:
+        ConfigurationError: The URL has libpq parameters that asyncpg cannot honour.
+    """
+    if unsupported := _asyncpg.unsupported_parameters(settings.database_url):
+        msg = (
+            f"DATABASE_URL ({render_url(settings.database_url)}) has libpq parameters that "
+            f"asyncpg, appdb's async driver, does not support: {', '.join(unsupported)}"
+        )
+        raise ConfigurationError(msg)
+    return _asyncpg.connect_args(settings, _application_name(settings), _options(settings))
 
 
 def _tcp_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
@@ -154,10 +183,15 @@ def _apply_transaction_pooler(sync_engine: Engine, settings: DatabaseSettings) -
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout")
 
 
-def _engine_arguments(settings: DatabaseSettings, overrides: dict[str, Any]) -> dict[str, Any]:
+def _engine_arguments(
+    settings: DatabaseSettings,
+    overrides: dict[str, Any],
+    connect_args: Callable[[DatabaseSettings], dict[str, Any]] = _postgresql_connect_args,
+) -> dict[str, Any]:
     """Keyword arguments for SQLAlchemy's engine constructors, shared by sync and async.
 
     `overrides` win; a pool class without a queue (``NullPool``) drops the sizing arguments.
+    `connect_args` builds the driver's arguments for PostgreSQL (psycopg's by default).
     """
     arguments: dict[str, Any] = {
         "echo": settings.echo,
@@ -172,7 +206,7 @@ def _engine_arguments(settings: DatabaseSettings, overrides: dict[str, Any]) -> 
             "max_overflow": settings.max_overflow,
             "pool_timeout": settings.pool_timeout,
             "pool_recycle": settings.pool_recycle,
-            "connect_args": _postgresql_connect_args(settings),
+            "connect_args": connect_args(settings),
         }
     else:
         arguments["connect_args"] = {
@@ -258,14 +292,17 @@ def create_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> En
 
 
 def _async_url(url: URL) -> URL:
-    """The same database through an asyncio driver (psycopg 3 is both; SQLite needs aiosqlite)."""
+    """The same database through an asyncio driver: asyncpg, or aiosqlite for SQLite."""
     if url.get_backend_name() == "sqlite":
         return url.set(drivername="sqlite+aiosqlite")
-    return url
+    return _asyncpg.async_url(url)
 
 
 def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any) -> AsyncEngine:
     """Build an asyncio engine from the same settings as `create_engine`.
+
+    PostgreSQL is reached through asyncpg (the sync engine's psycopg 3 reads the same URL and
+    settings; see `appdb._asyncpg`), SQLite through aiosqlite.
 
     Args:
         settings: The settings to use; `get_settings()` when omitted.
@@ -274,6 +311,10 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     Returns:
         A new async engine. It does not connect until first used, and raises the same
         appdb exceptions as `create_engine`'s.
+
+    Raises:
+        ConfigurationError: `DATABASE_URL` has a libpq parameter asyncpg cannot honour
+            (``channel_binding``, ``gssencmode``, ``hostaddr`` ...).
     """
     # The asyncio extension loads on first use: sync-only processes never import it.
     from sqlalchemy.ext.asyncio import (  # noqa: PLC0415
@@ -285,7 +326,8 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     if settings.is_postgresql:
         kwargs = {"poolclass": TranslatingAsyncQueuePool} | kwargs
     engine = _sa_create_async_engine(
-        _async_url(settings.database_url), **_engine_arguments(settings, kwargs)
+        _async_url(settings.database_url),
+        **_engine_arguments(settings, kwargs, _asyncpg_connect_args),
     )
     if settings.is_sqlite:
         _enable_sqlite_foreign_keys(engine.sync_engine)
@@ -293,6 +335,8 @@ def create_async_engine(settings: DatabaseSettings | None = None, **kwargs: Any)
     if settings.uses_transaction_pooler:
         _apply_transaction_pooler(engine.sync_engine, settings)
     if settings.is_postgresql:
+        _asyncpg.apply_socket_options(engine.sync_engine, settings)
+        _asyncpg.translate_connect_errors(engine.sync_engine)
         _apply_client_timeout(engine.sync_engine, settings)
         inspect_before_ping(engine.sync_engine)
     redact_logs_of(engine.sync_engine)

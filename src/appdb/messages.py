@@ -26,6 +26,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import col
 
 from appdb._sql import (
+    Query,
     constraint_name,
     core_execute,
     dialect_name,
@@ -35,6 +36,7 @@ from appdb._sql import (
     orm_session,
     retry_insert,
     returning,
+    run,
     upsert_insert,
 )
 from appdb._validation import Arguments, validated
@@ -229,20 +231,20 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         idempotency_key=idempotency_key,
     )
     flush(session)
-    inherit = new.parent_id is not None and new.conversation_id is None
-    reply = new.parent_id is not None
-    keyed = dialect_name(session) if new.idempotency_key is not None else None
-    values = new.model_dump()
     explain: Callable[[], AppDBError | None] = lambda: _missing(session, new)  # noqa: E731
     try:
         if as_row:
-            found_row = None if keyed is None else lambda: _stored_row(session, new)
-            statement = _send_row_statement(reply, inherit, keyed)
-            return _insert_row(session, statement, values, explain, found_row)
+            query = _send_query(dialect_name(session), new)
+            found_row = None if new.idempotency_key is None else lambda: _stored_row(session, new)
+            return retry_insert(lambda: run(session, query), explain, found_row)
         orm = orm_session(session, "send_message", "as_row=True")
-        found = None if keyed is None else lambda: _stored(orm, new)
-        statement_orm = _send_statement(reply=reply, inherit_conversation=inherit, keyed=keyed)
-        return insert_or_explain(orm, statement_orm, values, explain, found)
+        found = None if new.idempotency_key is None else lambda: _stored(orm, new)
+        inherit = new.parent_id is not None and new.conversation_id is None
+        keyed = dialect_name(orm) if new.idempotency_key is not None else None
+        statement = _send_statement(
+            reply=new.parent_id is not None, inherit_conversation=inherit, keyed=keyed
+        )
+        return insert_or_explain(orm, statement, new.model_dump(), explain, found)
     except IntegrityError as exc:
         # A row the INSERT saw was deleted by a transaction that committed before its foreign
         # key check (PostgreSQL): the same error as if it had been missing all along.
@@ -250,6 +252,56 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         if error is None:
             raise
         raise error from exc
+
+
+def send_message_query(  # noqa: PLR0913 - send_message's arguments
+    dialect: str,
+    *,
+    sender_id: int,
+    recipient_id: int,
+    content: str,
+    parent_id: int | None = None,
+    conversation_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Query[MessageRow | None]:
+    """The row form's INSERT for `dialect` and its checked values; shared with `appdb.aio`.
+
+    It makes the stored `MessageRow`, or ``None`` when it inserted nothing (a missing sender,
+    recipient or parent, or a repeated idempotency key), which `send_message` then explains.
+    Not part of the API.
+
+    Raises:
+        InvalidInputError: As `send_message`.
+    """
+    new = validated(
+        _NewMessage,
+        sender_id=sender_id,
+        recipient_id=recipient_id,
+        content=content,
+        parent_id=parent_id,
+        conversation_id=conversation_id,
+        idempotency_key=idempotency_key,
+    )
+    return _send_query(dialect, new)
+
+
+def _send_query(dialect: str, new: _NewMessage) -> Query[MessageRow | None]:
+    inherit = new.parent_id is not None and new.conversation_id is None
+    keyed = dialect if new.idempotency_key is not None else None
+    statement = _send_row_statement(new.parent_id is not None, inherit, keyed)
+    # A row the INSERT saw was deleted by a transaction that committed before its foreign
+    # key check (PostgreSQL): the same error as if it had been missing all along.
+    return Query(
+        statement,
+        new.model_dump(),
+        _message_row,
+        explain=lambda exc: _missing_by_constraint(new, constraint_name(exc)),
+    )
+
+
+def _message_row(rows: list[tuple[Any, ...]]) -> MessageRow | None:
+    row = only_row(rows)
+    return None if row is None else MessageRow._make(row)
 
 
 @functools.cache
@@ -270,22 +322,6 @@ def _send_row_statement(
     """The same INSERT at the Core level, returning every column."""
     insert = _send_insert(reply=reply, inherit_conversation=inherit_conversation, keyed=keyed)
     return insert.returning(*_MESSAGES.c)
-
-
-def _insert_row(
-    session: Session | Connection,
-    statement: sa.Insert,
-    values: dict[str, object],
-    explain: Callable[[], AppDBError | None],
-    found: Callable[[], MessageRow | None] | None,
-) -> MessageRow:
-    """`insert_or_explain` at the Core level: the inserted row as a `MessageRow`."""
-
-    def attempt() -> MessageRow | None:
-        row = only_row(core_execute(session, statement, values))
-        return None if row is None else MessageRow._make(row)
-
-    return retry_insert(attempt, explain, found)
 
 
 def _send_insert(*, reply: bool, inherit_conversation: bool, keyed: str | None) -> sa.Insert:
@@ -445,18 +481,38 @@ def inbox(  # noqa: PLR0913 - the page's parameters, by name
         InvalidInputError: An id or the limit is out of range; or a connection was given
             without ``as_rows=True``.
     """
+    if as_rows:
+        query = inbox_query(user_id, limit=limit, before_id=before_id, unread_only=unread_only)
+        flush(session)
+        return run(session, query)
     page = validated(
         _InboxPage, user_id=user_id, limit=limit, before_id=before_id, unread_only=unread_only
     )
-    paged = page.before_id is not None
-    if as_rows:
-        flush(session)
-        values = {"user_id": page.user_id, "limit": page.limit, "before_id": page.before_id}
-        rows = core_execute(session, _inbox_row_statement(page.unread_only, paged), values)
-        return [MessageRow._make(row) for row in rows]
-    statement = _inbox_statement(unread_only=page.unread_only, paged=paged)
+    statement = _inbox_statement(unread_only=page.unread_only, paged=page.before_id is not None)
     orm = orm_session(session, "inbox", "as_rows=True")
     return _page(orm, statement, page, user_id=page.user_id)
+
+
+def inbox_query(
+    user_id: int, *, limit: int, before_id: int | None, unread_only: bool
+) -> Query[list[MessageRow]]:
+    """The row form of `inbox`: statement and checked values; shared with `appdb.aio`.
+
+    Not part of the API.
+
+    Raises:
+        InvalidInputError: As `inbox`.
+    """
+    page = validated(
+        _InboxPage, user_id=user_id, limit=limit, before_id=before_id, unread_only=unread_only
+    )
+    statement = _inbox_row_statement(page.unread_only, page.before_id is not None)
+    values = {"user_id": page.user_id, "limit": page.limit, "before_id": page.before_id}
+    return Query(statement, values, _message_rows)
+
+
+def _message_rows(rows: list[tuple[Any, ...]]) -> list[MessageRow]:
+    return [MessageRow._make(row) for row in rows]
 
 
 @functools.cache
@@ -563,9 +619,23 @@ def unread_count(session: Session | Connection, user_id: int) -> int:
     Raises:
         InvalidInputError: The id is out of range.
     """
-    recipient_id = validated(_UserId, user_id=user_id).user_id
+    query = unread_count_query(user_id)
     flush(session)
-    ((count,),) = core_execute(session, _UNREAD_COUNT, {"user_id": recipient_id})
+    return run(session, query)
+
+
+def unread_count_query(user_id: int) -> Query[int]:
+    """`unread_count`'s statement and checked values; shared with `appdb.aio`, not the API.
+
+    Raises:
+        InvalidInputError: As `unread_count`.
+    """
+    recipient_id = validated(_UserId, user_id=user_id).user_id
+    return Query(_UNREAD_COUNT, {"user_id": recipient_id}, _count)
+
+
+def _count(rows: list[tuple[Any, ...]]) -> int:
+    ((count,),) = rows
     return int(count)
 
 
@@ -596,6 +666,31 @@ def mark_read(
         InvalidInputError: An id is out of range or not an int, `message_ids` is not an
             iterable, there are more than 500 ids, or the conversation id is empty or too long.
     """
+    query = mark_read_query(user_id, message_ids=message_ids, conversation_id=conversation_id)
+    if query is None:
+        return 0
+    flush(session)
+    marked = run(session, query)
+    if isinstance(session, Session):
+        # Keep the session's copies of the marked messages in step with the rows.
+        for message_id in marked:
+            loaded = session.identity_map.get(identity_key(Message, message_id))
+            if loaded is not None:
+                set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
+                set_committed_value(loaded, "updated_at", query.values["now"])
+    return len(marked)
+
+
+def mark_read_query(
+    user_id: int, *, message_ids: Iterable[int] | None, conversation_id: str | None
+) -> Query[list[int]] | None:
+    """`mark_read`'s UPDATE and checked values, making the marked ids; ``None``: no ids given.
+
+    Shared with `appdb.aio`; not part of the API.
+
+    Raises:
+        InvalidInputError: As `mark_read`.
+    """
     marking = validated(
         _MarkRead,
         user_id=user_id,
@@ -603,27 +698,22 @@ def mark_read(
         conversation_id=conversation_id,
     )
     if marking.message_ids == []:
-        return 0
+        return None
     ids = _padded(marking.message_ids) if marking.message_ids is not None else ()
     statement = _mark_read_statement(
         id_count=len(ids), by_conversation=marking.conversation_id is not None
     )
-    flush(session)
     values: dict[str, Any] = {
         "user_id": marking.user_id,
         "in_conversation": marking.conversation_id,
         "now": utcnow(),
         **{f"message_id_{index}": message_id for index, message_id in enumerate(ids)},
     }
-    marked = [message_id for (message_id,) in core_execute(session, statement, values)]
-    if isinstance(session, Session):
-        # Keep the session's copies of the marked messages in step with the rows.
-        for message_id in marked:
-            loaded = session.identity_map.get(identity_key(Message, message_id))
-            if loaded is not None:
-                set_committed_value(loaded, "is_read", True)  # noqa: FBT003 - the value to set
-                set_committed_value(loaded, "updated_at", values["now"])
-    return len(marked)
+    return Query(statement, values, _ids)
+
+
+def _ids(rows: list[tuple[Any, ...]]) -> list[int]:
+    return [message_id for (message_id,) in rows]
 
 
 def _id_list(message_ids: object) -> list[object] | None:

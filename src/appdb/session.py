@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from appdb._direct import open_async_unit
 from appdb.engine import (
     default_settings,
     get_async_engine,
@@ -26,13 +27,14 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from sqlalchemy import Connection, Engine
-    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
     from sqlmodel.ext.asyncio.session import AsyncSession
 
 __all__ = [
     "AsyncSessionLocal",
     "RoutingSession",
     "SessionLocal",
+    "async_connection_scope",
     "async_session_scope",
     "connection_scope",
     "session_scope",
@@ -172,3 +174,36 @@ async def async_session_scope(
             await session.rollback()
             raise
         await session.commit()
+
+
+@asynccontextmanager
+async def async_connection_scope(
+    engine: AsyncEngine | None = None,
+) -> AsyncIterator[AsyncConnection]:
+    """The asyncio twin of `connection_scope`: a unit of work on one connection, no ORM session.
+
+    The async hot operations take its connection in place of a session
+    (``await aio.touch_telegram_user(connection, ..., as_row=True)`` ...). On PostgreSQL the
+    scope begins and ends asyncpg's transaction itself and those operations await asyncpg's
+    connection directly: no SQLAlchemy greenlet per call, which costs more than the statement.
+    What SQLAlchemy runs on the connection (``await connection.execute(...)``, an
+    ``AsyncSession(bind=connection)``) runs in a savepoint of the scope's transaction: its
+    ``commit()`` releases the savepoint, the scope commits. It runs on the primary.
+
+    Args:
+        engine: The async engine to connect with; `get_async_engine()` when omitted.
+
+    Yields:
+        A connection in a transaction that the scope commits if the block succeeds, rolls back
+        if it raises, and closes.
+    """
+    unit = await open_async_unit(engine or get_async_engine())
+    try:
+        try:
+            yield unit.connection
+        except BaseException:
+            await unit.rollback()
+            raise
+        await unit.commit()
+    finally:
+        await unit.close()

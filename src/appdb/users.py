@@ -31,13 +31,14 @@ from appdb._accounts import (
 )
 from appdb._passwords import check_password, hash_password
 from appdb._sql import (
+    Query,
     constraint_name,
-    core_execute,
     dialect_name,
     flush,
     orm_session,
     parameters,
     returning,
+    run,
     upsert_insert,
 )
 from appdb._validation import Arguments, validated
@@ -215,6 +216,41 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
             or a connection was given without ``as_row=True``.
         TypeError: A Telegram user object and profile keywords were both given.
     """
+    query = touch_query(
+        dialect_name(session),
+        user_or_id,
+        username=username,
+        first_name=first_name,
+        last_name=last_name,
+        language_code=language_code,
+        is_premium=is_premium,
+    )
+    flush(session)
+    if as_row:
+        return run(session, query)
+    orm = orm_session(session, "touch_telegram_user", "as_row=True")
+    return orm.scalars(_touch_statement(dialect_name(orm)), query.values).one()
+
+
+def touch_query(  # noqa: PLR0913 - touch_telegram_user's arguments
+    dialect: str,
+    user_or_id: int | TelegramProfile,
+    /,
+    *,
+    username: str | None = None,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language_code: str | None = None,
+    is_premium: bool | None = None,
+) -> Query[UserRow]:
+    """`touch_telegram_user`'s upsert for `dialect` and its checked values, making a `UserRow`.
+
+    Shared with `appdb.aio`, which awaits it on an async connection; not part of the API.
+
+    Raises:
+        InvalidInputError: As `touch_telegram_user`.
+        TypeError: As `touch_telegram_user`.
+    """
     arguments: dict[str, object] = {
         "telegram_user_id": user_or_id,
         "username": username,
@@ -229,8 +265,7 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
             raise TypeError(msg)
         arguments = _profile_arguments(user_or_id)
     profile = validated(_TouchArguments, **arguments)
-    flush(session)
-    values = {
+    values: dict[str, object] = {
         "telegram_user_id": profile.telegram_user_id,
         "telegram_username": profile.username,
         "first_name": profile.first_name,
@@ -239,11 +274,12 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
         "is_premium": profile.is_premium,
         "last_login_at": utcnow(),
     }
-    if as_row:
-        (row,) = core_execute(session, _touch_row_statement(dialect_name(session)), values)
-        return UserRow._make(row)
-    orm = orm_session(session, "touch_telegram_user", "as_row=True")
-    return orm.scalars(_touch_statement(dialect_name(orm)), values).one()
+    return Query(_touch_row_statement(dialect), values, _only_user_row)
+
+
+def _only_user_row(rows: list[tuple[object, ...]]) -> UserRow:
+    (row,) = rows
+    return UserRow._make(row)
 
 
 @functools.cache

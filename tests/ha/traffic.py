@@ -32,6 +32,7 @@ from appdb import (
     create_engine,
     session_scope,
 )
+from appdb._asyncpg import transport_socket
 from appdb.messages import send_message
 from appdb.users import touch_telegram_user
 
@@ -119,9 +120,15 @@ class Traffic:
 
 
 def _port(driver_connection: object) -> int | None:
-    """The port of the server a psycopg connection is on (no round trip: libpq knows it)."""
+    """The port of the server a psycopg or asyncpg connection is on (no round trip).
+
+    libpq knows it; asyncpg's socket does.
+    """
     info = getattr(driver_connection, "info", None)
-    return int(info.port) if info is not None else None
+    if info is not None:
+        return int(info.port)
+    sock = transport_socket(driver_connection)
+    return None if sock is None else int(sock.getpeername()[1])
 
 
 def stored_tokens(settings: DatabaseSettings, prefix: str) -> list[str]:
