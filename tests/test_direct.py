@@ -7,7 +7,9 @@ SQLAlchemy's execution back.
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
@@ -15,22 +17,25 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb import (
     ConnectionLostError,
     DatabaseSettings,
     StatementTimeoutError,
+    UserNotFoundError,
     aio,
+    create_async_engine,
     create_engine,
 )
-from appdb._direct import plan_for, rows
+from appdb._direct import plan_for, rows, rows_async
 from appdb.messages import inbox, mark_read, send_message, unread_count
 from appdb.models import User
 from appdb.rows import MessageRow, UserRow
-from appdb.session import connection_scope, session_scope
+from appdb.session import async_connection_scope, connection_scope, session_scope
 from appdb.users import touch_telegram_user
 
 
@@ -301,3 +306,159 @@ def test_errors_in_a_connection_scope_are_translated_and_roll_it_back(
             assert [9] == list(stored.scalars())
     finally:
         engine.dispose()
+
+
+# --- the async unit of work: statements awaited on asyncpg's own connection --------------------
+
+
+@pytest.fixture
+def no_greenlet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An async connection's run_sync (SQLAlchemy's greenlet) raises: the direct path is taken."""
+
+    async def refuse(*_args: object, **_keywords: object) -> object:
+        raise SQLAlchemyExecutionError
+
+    monkeypatch.setattr(AsyncConnection, "run_sync", refuse)
+
+
+def _logged(connection: AsyncConnection) -> list[str]:
+    """The statements asyncpg runs on `connection` from now on, but BEGIN and COMMIT."""
+    sync = connection.sync_connection
+    assert sync is not None
+    sent: list[str] = []
+    driver: Any = sync.connection.driver_connection
+    driver.add_query_logger(lambda record: sent.append(record.query))
+    return sent
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+@pytest.mark.usefixtures("no_sqlalchemy_execution", "no_greenlet")
+async def test_async_connection_scope_awaits_asyncpg_directly(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """The hot twins on a scope's connection: one asyncpg statement each, no greenlet."""
+    async with async_connection_scope(async_engine) as connection:
+        sent = _logged(connection)
+        ann = await aio.touch_telegram_user(connection, 1, username="ann", as_row=True)
+        bob = await aio.touch_telegram_user(connection, 2, first_name="Bob", as_row=True)
+        message = await aio.send_message(
+            connection, sender_id=ann.id, recipient_id=bob.id, content="hi", as_row=True
+        )
+        page = await aio.inbox(connection, bob.id, as_rows=True)
+        unread = await aio.unread_count(connection, bob.id)
+        marked = await aio.mark_read(connection, bob.id, message_ids=[message.id, message.id])
+    statements = [query.split(None, 1)[0] for query in sent if query not in {"BEGIN;", "COMMIT;"}]
+    assert ["INSERT", "INSERT", "INSERT", "SELECT", "SELECT", "UPDATE"] == statements
+    assert ([message], 1, 1) == (page, unread, marked)
+    assert (message.created_at.tzinfo, bob.display_name) == (UTC, "Bob")
+    with Session(engine) as session:
+        assert 0 == unread_count(session, bob.id)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_direct_rows_equal_sqlalchemys(async_engine: AsyncEngine) -> None:
+    """The same statement through SQLAlchemy and awaited on asyncpg: equal rows and types."""
+    statement = sa.select(*User.__table__.c)  # type: ignore[attr-defined]
+    async with async_connection_scope(async_engine) as connection:
+        await aio.touch_telegram_user(connection, 7, first_name="Eve", is_premium=True, as_row=True)
+        direct = await rows_async(connection, statement, {})
+        through_sqlalchemy = [tuple(row) for row in await connection.execute(statement)]
+    assert through_sqlalchemy == direct
+    assert [type(value) for value in through_sqlalchemy[0]] == [type(v) for v in direct[0]]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_a_listener_on_the_async_engine_sees_the_scopes_statements(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """Watched statements run through SQLAlchemy (a savepoint of the scope's transaction)."""
+    seen: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        seen.append(statement.split(None, 1)[0])
+
+    sa.event.listen(async_engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with async_connection_scope(async_engine) as connection:
+            bob = await aio.touch_telegram_user(connection, 2, as_row=True)
+            assert 0 == await aio.unread_count(connection, bob.id)
+    finally:
+        sa.event.remove(async_engine.sync_engine, "before_cursor_execute", record)
+    assert ["INSERT", "SELECT"] == seen
+    with Session(engine) as session:
+        assert 2 == session.exec(select(User.telegram_user_id)).one()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_an_insert_that_inserts_nothing_is_explained_and_the_scope_goes_on(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """A send to nobody: UserNotFoundError (explained in SQLAlchemy); the scope still commits."""
+    async with async_connection_scope(async_engine) as connection:
+        ann = await aio.touch_telegram_user(connection, 1, as_row=True)
+        with pytest.raises(UserNotFoundError, match="recipient"):
+            await aio.send_message(
+                connection, sender_id=ann.id, recipient_id=10**12, content="hi", as_row=True
+            )
+        await aio.touch_telegram_user(connection, 2, as_row=True)
+    with Session(engine) as session:
+        stored = session.exec(select(User.telegram_user_id).order_by(col(User.telegram_user_id)))
+        assert [1, 2] == stored.all()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_errors_in_an_async_connection_scope_are_translated_and_roll_it_back(
+    settings: DatabaseSettings, engine: sa.Engine, blocking: psycopg.Connection
+) -> None:
+    """A statement timeout, then a terminated backend: appdb's errors, the scope rolled back.
+
+    The pool then serves a healthy connection.
+    """
+    async_engine = create_async_engine(settings.model_copy(update={"statement_timeout": 200}))
+    try:
+        async with async_connection_scope(async_engine) as connection:
+            await aio.touch_telegram_user(connection, 9, as_row=True)
+        blocking.execute("SELECT 1 FROM users WHERE telegram_user_id = 9 FOR UPDATE")
+        with pytest.raises(StatementTimeoutError, match="200 ms"):
+            async with async_connection_scope(async_engine) as connection:
+                await aio.touch_telegram_user(connection, 10, as_row=True)
+                await aio.touch_telegram_user(connection, 9, first_name="Late", as_row=True)
+        blocking.rollback()
+        with pytest.raises(ConnectionLostError, match="rolled back"):
+            async with async_connection_scope(async_engine) as connection:
+                await aio.touch_telegram_user(connection, 11, as_row=True)
+                driver: Any = (await connection.get_raw_connection()).driver_connection
+                blocking.execute("SELECT pg_terminate_backend(%s)", [driver.get_server_pid()])
+                blocking.commit()
+                await aio.touch_telegram_user(connection, 12, as_row=True)
+        async with async_connection_scope(async_engine) as connection:
+            assert 9 == (await aio.touch_telegram_user(connection, 9, as_row=True)).telegram_user_id
+    finally:
+        await async_engine.dispose()
+    with Session(engine) as session:
+        assert [9] == list(session.exec(select(User.telegram_user_id)).all())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_the_scope_replaces_a_recycled_connection_in_a_greenlet(
+    async_engine: AsyncEngine,
+) -> None:
+    """A pooled connection due for replacement: the scope reconnects (no un-awaited coroutine)."""
+    async with async_connection_scope(async_engine) as connection:
+        first = (await connection.get_raw_connection()).driver_connection
+        raw = await connection.get_raw_connection()
+        raw.invalidate(soft=True)  # replaced at its next checkout, as a recycled one is
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with async_connection_scope(async_engine) as connection:
+            await aio.touch_telegram_user(connection, 3, as_row=True)
+            assert first is not (await connection.get_raw_connection()).driver_connection
+        gc.collect()
+    assert [] == [str(warning.message) for warning in caught]
+    assert 1 == async_engine.sync_engine.pool.checkedin()  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import traceback
@@ -17,6 +18,7 @@ from sqlalchemy.engine import URL
 
 import appdb
 from appdb import (
+    ConfigurationError,
     ConnectionLostError,
     DatabaseSettings,
     DatabaseUnavailableError,
@@ -27,6 +29,7 @@ from appdb import (
     get_engine,
     reset_engines,
 )
+from appdb._asyncpg import transport_socket
 from appdb._ping import InspectingPing
 from appdb.engine import get_async_engine
 
@@ -218,6 +221,77 @@ def test_postgresql_url_options_are_merged(database_url: URL, backend: str) -> N
     engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_engine_reads_the_urls_libpq_parameters(database_url: URL) -> None:
+    """The async engine passes what libpq would get: options, sslmode, target_session_attrs."""
+    url = database_url.update_query_dict(
+        {
+            "options": "-c lock_timeout=1234",
+            "sslmode": "disable",
+            "target_session_attrs": "read-write",
+            "connect_timeout": "3",
+            "keepalives": "1",
+        }
+    )
+    engine = create_async_engine(DatabaseSettings(url=url, statement_timeout=4321))
+    async with engine.connect() as connection:
+        shown = [
+            (await connection.exec_driver_sql(f"SHOW {name}")).scalar()
+            for name in ("lock_timeout", "statement_timeout")
+        ]
+        ssl = (
+            await connection.exec_driver_sql(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            )
+        ).scalar()
+    await engine.dispose()
+    assert (["1234ms", "4321ms"], False) == (shown, ssl)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_engine_sets_keepalives_and_tcp_user_timeout_on_its_socket(
+    database_url: URL,
+) -> None:
+    """The keepalives and tcp_user_timeout libpq gets, as options of asyncpg's socket."""
+    engine = create_async_engine(
+        DatabaseSettings(
+            url=database_url,
+            keepalives_idle=7,
+            keepalives_interval=4,
+            keepalives_count=5,
+            tcp_user_timeout=6000,
+        )
+    )
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        sock = transport_socket(raw.driver_connection)
+        assert sock is not None
+        options = [
+            sock.getsockopt(level, name)
+            for level, name in (
+                (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                (socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            )
+        ]
+    await engine.dispose()
+    assert [1, 7, 4, 5, 6000] == options
+
+
+@pytest.mark.parametrize("parameter", ["channel_binding=require", "gssencmode=disable"])
+def test_async_engine_refuses_libpq_parameters_asyncpg_lacks(parameter: str) -> None:
+    """A libpq-only parameter is a ConfigurationError naming it, not a server's refusal later."""
+    url = f"postgresql://u:{quote(SECRET_PASSWORD, safe='')}@h/d?{parameter}"
+    with pytest.raises(ConfigurationError, match=parameter.partition("=")[0]) as info:
+        create_async_engine(DatabaseSettings(url=url))
+    _assert_secret_absent(str(info.value))
+    create_engine(DatabaseSettings(url=url)).dispose()  # psycopg takes it
+
+
 def test_unopenable_sqlite_file_raises_database_unavailable(tmp_path: Path) -> None:
     """SQLite's counterpart of an unreachable server: the error names the file."""
     path = tmp_path / "missing-directory" / "app.sqlite3"
@@ -295,6 +369,24 @@ def test_pre_ping_of_a_healthy_idle_connection_sends_nothing(
             assert first == _backend_pid(connection)
     assert sent == []
     engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_async_pre_ping_of_a_healthy_idle_connection_sends_nothing(
+    pg_settings: DatabaseSettings,
+) -> None:
+    """The same on asyncpg's connection: no round trip, the same connection again."""
+    engine = create_async_engine(
+        pg_settings.model_copy(update={"pool_size": 1, "pool_pre_ping": True})
+    )
+    sent = _count_server_pings(engine.sync_engine)
+    pids = []
+    for _ in range(4):
+        async with engine.connect() as connection:
+            pids.append((await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar())
+    await engine.dispose()
+    assert ([], 1) == (sent, len(set(pids)))
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

@@ -18,9 +18,12 @@ from appdb import (
     InvalidInputError,
     SessionLocal,
     User,
+    aio,
+    async_connection_scope,
     async_session_scope,
     connection_scope,
     create_async_engine,
+    get_async_engine,
     get_engine,
     reset_engines,
     session_scope,
@@ -207,6 +210,76 @@ async def test_async_scope_commits_and_rolls_back(
         ids = (await session.exec(select(User.telegram_user_id))).all()
     await async_engine.dispose()
     assert [42] == list(ids)
+
+
+@pytest.mark.anyio
+async def test_async_connection_scope_commits_rows_core_and_orm_together(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """The hot twins, Core and an AsyncSession on the connection: one unit of work.
+
+    The session's commit() only ends its savepoint: nothing shows outside before the scope ends.
+    """
+    async with async_connection_scope(async_engine) as connection:
+        bob = await aio.touch_telegram_user(connection, 42, first_name="Bob", as_row=True)
+        async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+            ann = User(username="ann")
+            session.add(ann)
+            await session.commit()
+            ann_id = ann.id
+        assert ann_id is not None
+        await aio.send_message(
+            connection, sender_id=bob.id, recipient_id=ann_id, content="hi", as_row=True
+        )
+        counted = await connection.execute(sa.select(func.count()).select_from(User))
+        assert (2, 1) == (counted.scalar_one(), await aio.unread_count(connection, ann_id))
+        assert 0 == _count_users(engine)
+    assert 2 == _count_users(engine)
+    assert 0 == async_engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        assert 1 == unread_count(session, ann_id)
+
+
+@pytest.mark.anyio
+async def test_async_connection_scope_rolls_back_and_reraises(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """An exception rolls back the hot twins' writes and the session's, and propagates."""
+    with pytest.raises(RuntimeError, match="boom"):
+        async with async_connection_scope(async_engine) as connection:
+            await aio.touch_telegram_user(connection, 42, as_row=True)
+            async with AsyncSession(bind=connection) as session:
+                session.add(User(username="lost"))
+                await session.commit()
+            raise RuntimeError("boom")
+    assert 0 == _count_users(engine)
+    assert 0 == async_engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_async_connection_scope_uses_the_default_engine(
+    monkeypatch: pytest.MonkeyPatch, engine: sa.Engine, database_url: URL
+) -> None:
+    """With no engine given, the scope connects with get_async_engine() (DATABASE_URL)."""
+    monkeypatch.setenv("DATABASE_URL", database_url.render_as_string(hide_password=False))
+    async with async_connection_scope() as connection:
+        assert connection.engine is get_async_engine()
+        await aio.touch_telegram_user(connection, 7, as_row=True)
+    await get_async_engine().dispose()
+    assert 1 == _count_users(engine)
+
+
+@pytest.mark.anyio
+async def test_async_orm_forms_refuse_a_connection(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """The twins' ORM forms need an AsyncSession: a connection is InvalidInputError."""
+    async with async_connection_scope(async_engine) as connection:
+        with pytest.raises(InvalidInputError, match=r"touch_telegram_user\(\).*as_row=True"):
+            await aio.touch_telegram_user(connection, 7)  # type: ignore[call-overload]
+        with pytest.raises(InvalidInputError, match=r"inbox\(\).*as_rows=True"):
+            await aio.inbox(connection, 1)  # type: ignore[call-overload]
+    assert 0 == _count_users(engine)
 
 
 @pytest.mark.anyio
