@@ -115,7 +115,8 @@ def wheel(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; they print figures and ratios against a baseline measured in the same run."""
-    session.install("-e", ".[tests]")
+    # advanced-alchemy is a peer bench_hotpath.py measures appdb against, never a dependency.
+    session.install("-e", ".[tests]", "advanced-alchemy")
     env = {"APPDB_BENCH_DATABASE_URL": _test_env()["APPDB_TEST_DATABASE_URL"]}
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), env=env)

@@ -1,17 +1,22 @@
 """The bot's hot path at the driver's speed: appdb vs raw psycopg, asyncpg and the peers (issue 17).
 
-Every variant of one operation runs in the same process, in interleaved rounds (the order
-rotating), every single operation timed; min, median and p99 are printed with ratios to raw
-psycopg doing the same statement in the same transaction shape (psycopg's implicit BEGIN, the
-statement, COMMIT; ROLLBACK after a read), and the async twins with ratios to raw asyncpg doing
-the same in a transaction. Raw drivers replay the very SQL text appdb sends (captured once).
+Every variant of one operation runs in the same process, one operation of each in turn (the
+order rotating every pass), every single operation timed; min, median and p99 are printed with
+ratios to raw psycopg doing the same statement in the same transaction shape (psycopg's implicit
+BEGIN, the statement, COMMIT; ROLLBACK after a read), and the async twins with ratios to raw
+asyncpg doing the same in a transaction. Raw drivers replay the very SQL text appdb sends
+(captured once).
 
-- touch (existing and new user), send_message, unread_count, mark_read (5 ids), inbox page of 50;
-- peers for touch: raw autocommit, SQLAlchemy Core ``engine.begin()``, naive SQLModel
-  (SELECT, then INSERT or UPDATE), advanced-alchemy's ``get_or_upsert`` (if installed; it is not
-  a dependency), appdb in PgBouncer mode (``DATABASE_POOLER=pgbouncer`` against the same server:
-  no server-side prepares, ``SET LOCAL statement_timeout`` per transaction);
-- throughput of touch: raw psycopg, appdb with 10 threads, appdb async with 50 tasks, and
+- touch (existing and new user), send_message, unread_count, mark_read (5 ids), inbox page of 50,
+  each in appdb's units of work: a ``session_scope()`` (the ORM form and the row form) and a
+  ``connection_scope()`` (rows, no ORM session), and their async twins
+  (``async_session_scope()``, ``async_connection_scope()``);
+- peers for touch: raw autocommit, raw psycopg async, SQLAlchemy Core ``engine.begin()``, naive
+  SQLModel (SELECT, then INSERT or UPDATE), advanced-alchemy's ``get_or_upsert`` (if installed;
+  ``nox -s bench`` installs it, appdb does not depend on it), appdb in PgBouncer mode
+  (``DATABASE_POOLER=pgbouncer`` against the same server: no server-side prepares,
+  ``SET LOCAL statement_timeout`` per transaction);
+- throughput of touch: raw psycopg and appdb with 10 threads, appdb async with 50 tasks, and
   pgbench's ceiling (if ``pgbench`` is found);
 - ``import appdb`` against ``import sqlmodel``, fresh interpreters, interleaved.
 
@@ -21,8 +26,8 @@ all, and on a shared VM the noisiest one)::
 
     python benchmarks/bench_hotpath.py    # or: nox -s bench
 
-``APPDB_BENCH_ROUNDS`` (default 10), ``APPDB_BENCH_OPS`` (per variant and round, default 100)
-and ``APPDB_BENCH_MESSAGES`` (default 1,000,000) trade time for steadier figures.
+``APPDB_BENCH_ROUNDS`` x ``APPDB_BENCH_OPS`` (default 10 x 100) operations per variant and
+``APPDB_BENCH_MESSAGES`` (default 1,000,000) trade time for steadier figures.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psycopg
 import sqlalchemy as sa
 from bench_operations import PROFILE, USERS, Replay, capture, database
@@ -53,7 +59,12 @@ from sqlmodel import Session, select
 from appdb import DatabaseSettings, User, aio, create_async_engine, create_engine
 from appdb.messages import inbox, mark_read, send_message, unread_count
 from appdb.models.base import utcnow
-from appdb.session import async_session_scope, session_scope
+from appdb.session import (
+    async_connection_scope,
+    async_session_scope,
+    connection_scope,
+    session_scope,
+)
 from appdb.users import touch_telegram_user
 
 ROUNDS = int(os.environ.get("APPDB_BENCH_ROUNDS", "10"))
@@ -61,63 +72,65 @@ OPS = int(os.environ.get("APPDB_BENCH_OPS", "100"))
 MESSAGES = int(os.environ.get("APPDB_BENCH_MESSAGES", "1000000"))
 THREADS, TASKS, SECONDS = 10, 50, 3.0
 BASE, ABASE = "raw psycopg, BEGIN+stmt+COMMIT", "raw asyncpg, in a transaction"
+SCOPE_TOUCH = "appdb touch_telegram_user(as_row=True) in connection_scope()"
+ASCOPE_TOUCH = "appdb async touch_telegram_user(as_row=True) in async_connection_scope()"
+ORM_TOUCH = "appdb touch_telegram_user in session_scope()"
+BOUNCER_SCOPE_TOUCH = "appdb connection_scope(), PgBouncer mode (DATABASE_POOLER=pgbouncer)"
+BOUNCER_ASCOPE_TOUCH = "appdb async_connection_scope(), PgBouncer mode"
+BOUNCER_ORM_TOUCH = "appdb session_scope() ORM form, PgBouncer mode"
 
-try:
-    import asyncpg
-except ImportError:  # pragma: no cover - optional peer
-    asyncpg = None
 try:
     from advanced_alchemy.repository import SQLAlchemySyncRepository
 except ImportError:  # pragma: no cover - optional peer
     SQLAlchemySyncRepository = None
 
-# A batch runs `OPS` operations and returns each one's time in µs.
-Batch = Callable[[int], list[float]]
+# One timed operation: runs it once and returns its time in µs.
+Op = Callable[[], float]
 
 
-def timed(operation: Callable[[], object]) -> Batch:
-    """A batch of a synchronous operation."""
+def timed(operation: Callable[[], object]) -> Op:
+    """A synchronous operation, timed."""
 
-    def batch(count: int) -> list[float]:
-        times = []
-        for _ in range(count):
-            started = time.perf_counter_ns()
-            operation()
-            times.append((time.perf_counter_ns() - started) / 1000)
-        return times
+    def run() -> float:
+        started = time.perf_counter_ns()
+        operation()
+        return (time.perf_counter_ns() - started) / 1000
 
-    return batch
+    return run
 
 
-def atimed(loop: asyncio.AbstractEventLoop, operation: Callable[[], Any]) -> Batch:
-    """A batch of a coroutine function, every call timed inside the running loop."""
+def atimed(loop: asyncio.AbstractEventLoop, operation: Callable[[], Any]) -> Op:
+    """A coroutine function, timed inside the running loop."""
 
-    async def run(count: int) -> list[float]:
-        times = []
-        for _ in range(count):
-            started = time.perf_counter_ns()
-            await operation()
-            times.append((time.perf_counter_ns() - started) / 1000)
-        return times
+    async def run() -> float:
+        started = time.perf_counter_ns()
+        await operation()
+        return (time.perf_counter_ns() - started) / 1000
 
-    return lambda count: loop.run_until_complete(run(count))
+    return lambda: loop.run_until_complete(run())
 
 
-def interleaved(variants: dict[str, Batch]) -> dict[str, list[float]]:
-    """ROUNDS rounds of OPS operations per variant, the order rotating; one warm-up batch."""
+def interleaved(variants: dict[str, Op]) -> dict[str, list[float]]:
+    """ROUNDS x OPS operations per variant, one of each in turn, the order rotating each pass.
+
+    Side by side, one operation apart, every variant sees the same moments of this VM's noise
+    (a neighbour's burst, a slow wake-up), which batches of a hundred did not.
+    """
     names = list(variants)
-    for name in names:
-        variants[name](10)
+    for _ in range(10):  # warm-up: pools, prepared statements, plans
+        for name in names:
+            variants[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(ROUNDS):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            samples[name] += variants[name](OPS)
+    for index in range(ROUNDS * OPS):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(variants[name]())
     return samples
 
 
 def report(title: str, samples: dict[str, list[float]]) -> None:
     """Print min / median / p99 per variant, with ratios to raw psycopg (and raw asyncpg)."""
-    print(f"\n### {title}  ({ROUNDS} x {OPS} per variant, µs)\n")
+    print(f"\n### {title}  ({ROUNDS * OPS} per variant, interleaved one by one; µs)\n")
     print("| variant | min | median | p99 | x raw (min / median) | x asyncpg (min / median) |")
     print("| --- | ---: | ---: | ---: | --- | --- |")
 
@@ -158,13 +171,17 @@ class Hot:
         self.bouncer = create_engine(self.settings.model_copy(update={"pooler": "pgbouncer"}))
         self.core = sa.create_engine(url)
         self.async_engine = create_async_engine(self.settings)
+        self.async_bouncer = create_async_engine(
+            self.settings.model_copy(update={"pooler": "pgbouncer"})
+        )
         self.factory = _sessionmaker(self.engine)
         self.bouncer_factory = _sessionmaker(self.bouncer)
         self.async_factory = _async_sessionmaker(self.async_engine)
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.raw = psycopg.connect(dsn)
         self.auto = psycopg.connect(dsn, autocommit=True)
-        self.apg = loop.run_until_complete(asyncpg.connect(dsn)) if asyncpg else None
+        self.apg = loop.run_until_complete(asyncpg.connect(dsn))
+        self.pga = loop.run_until_complete(psycopg.AsyncConnection.connect(dsn))
         marks = _unread_ids(self.engine, 2)
         self.marks = iter([marks[i : i + 5] for i in range(0, len(marks), 5)])
         ids = [9_000_001 + i for i in range(5)]
@@ -194,15 +211,16 @@ class Hot:
         """Close every connection and engine."""
         self.raw.close()
         self.auto.close()
-        if self.apg is not None:
-            self.loop.run_until_complete(self.apg.close())
+        self.loop.run_until_complete(self.apg.close())
+        self.loop.run_until_complete(self.pga.close())
         self.loop.run_until_complete(self.async_engine.dispose())
+        self.loop.run_until_complete(self.async_bouncer.dispose())
         for engine in (self.engine, self.bouncer, self.core):
             engine.dispose()
 
     # --- raw drivers replaying appdb's SQL --------------------------------------------------
 
-    def raw_tx(self, name: str, *, write: bool, **arguments: Any) -> Batch:
+    def raw_tx(self, name: str, *, write: bool, **arguments: Any) -> Op:
         """BEGIN (implicit), the statement, fetch, COMMIT (ROLLBACK after a read)."""
         replay = self.replays[name]
 
@@ -214,7 +232,7 @@ class Hot:
 
         return timed(run)
 
-    def raw_autocommit(self, name: str, **arguments: Any) -> Batch:
+    def raw_autocommit(self, name: str, **arguments: Any) -> Op:
         """The statement alone, autocommit: one round trip, no unit of work."""
         replay = self.replays[name]
 
@@ -225,14 +243,11 @@ class Hot:
 
         return timed(run)
 
-    def asyncpg_tx(self, name: str, *, write: bool, **arguments: Any) -> Batch:
+    def asyncpg_tx(self, name: str, *, write: bool, **arguments: Any) -> Op:
         """asyncpg: BEGIN, the (prepared, cached) statement, COMMIT; a read rolls back."""
         replay = self.replays[name]
         sql, names = to_asyncpg(replay)
         connection = self.apg
-        if connection is None:
-            msg = "asyncpg is not installed"
-            raise RuntimeError(msg)
 
         async def run() -> None:
             bound = replay.bind(**_arguments(arguments))
@@ -243,7 +258,20 @@ class Hot:
 
         return atimed(self.loop, run)
 
-    def core_begin(self, name: str, **arguments: Any) -> Batch:
+    def psycopg_async_tx(self, name: str, *, write: bool, **arguments: Any) -> Op:
+        """The async connection of psycopg: implicit BEGIN, the statement, COMMIT or ROLLBACK."""
+        replay = self.replays[name]
+        connection = self.pga
+
+        async def run() -> None:
+            async with connection.cursor() as cursor:
+                await cursor.execute(replay.sql, replay.bind(**_arguments(arguments)))
+                await cursor.fetchall()
+            await (connection.commit() if write else connection.rollback())
+
+        return atimed(self.loop, run)
+
+    def core_begin(self, name: str, **arguments: Any) -> Op:
         """SQLAlchemy Core ``engine.begin()`` on a plain engine, the same SQL text."""
         replay = self.replays[name]
 
@@ -255,7 +283,7 @@ class Hot:
 
     # --- appdb ------------------------------------------------------------------------------
 
-    def appdb(self, operation: Callable[[Session], object], *, bouncer: bool = False) -> Batch:
+    def appdb(self, operation: Callable[[Session], object], *, bouncer: bool = False) -> Op:
         """The operation in ``session_scope()`` (commit at the end, as the bot does)."""
         factory = self.bouncer_factory if bouncer else self.factory
 
@@ -265,12 +293,32 @@ class Hot:
 
         return timed(run)
 
-    def appdb_async(self, operation: Callable[[Any], Any]) -> Batch:
+    def scope(self, operation: Callable[[Any], object], *, bouncer: bool = False) -> Op:
+        """The operation on the connection of a ``connection_scope()`` (no ORM session)."""
+        engine = self.bouncer if bouncer else self.engine
+
+        def run() -> None:
+            with connection_scope(engine) as connection:
+                operation(connection)
+
+        return timed(run)
+
+    def appdb_async(self, operation: Callable[[Any], Any]) -> Op:
         """The async twin in ``async_session_scope()``."""
 
         async def run() -> None:
             async with async_session_scope(self.async_factory) as session:
                 await operation(session)
+
+        return atimed(self.loop, run)
+
+    def ascope(self, operation: Callable[[Any], Any], *, bouncer: bool = False) -> Op:
+        """The async twin on the connection of an ``async_connection_scope()``."""
+        engine = self.async_bouncer if bouncer else self.async_engine
+
+        async def run() -> None:
+            async with async_connection_scope(engine) as connection:
+                await operation(connection)
 
         return atimed(self.loop, run)
 
@@ -323,39 +371,53 @@ def bench_touch(hot: Hot, kind: str, ids: Iterator[int]) -> None:
         user.language_code = PROFILE["language_code"]
         user.last_login_at = utcnow()
 
-    variants: dict[str, Batch] = {
+    variants: dict[str, Op] = {
         BASE: hot.raw_tx("touch", write=True, id=draw),
         "raw psycopg, autocommit, one statement": hot.raw_autocommit("touch", id=draw),
         "SQLAlchemy Core engine.begin(), same SQL": hot.core_begin("touch", id=draw),
-        "appdb touch_telegram_user in session_scope()": hot.appdb(
-            lambda s: touch_telegram_user(s, next(ids), **PROFILE)
-        ),
-        "appdb touch_telegram_user(as_row=True)": hot.appdb(
+        SCOPE_TOUCH: hot.scope(lambda c: touch_telegram_user(c, next(ids), **PROFILE, as_row=True)),
+        "appdb touch_telegram_user(as_row=True) in session_scope()": hot.appdb(
             lambda s: touch_telegram_user(s, next(ids), **PROFILE, as_row=True)
         ),
-        "appdb, PgBouncer mode (DATABASE_POOLER=pgbouncer)": hot.appdb(
+        ORM_TOUCH: hot.appdb(lambda s: touch_telegram_user(s, next(ids), **PROFILE)),
+        BOUNCER_SCOPE_TOUCH: hot.scope(
+            lambda c: touch_telegram_user(c, next(ids), **PROFILE, as_row=True), bouncer=True
+        ),
+        BOUNCER_ORM_TOUCH: hot.appdb(
             lambda s: touch_telegram_user(s, next(ids), **PROFILE), bouncer=True
         ),
         "naive SQLModel: SELECT, then INSERT/UPDATE": hot.appdb(naive),
     }
     if SQLAlchemySyncRepository is not None:
         variants["advanced-alchemy get_or_upsert"] = hot.appdb(_advanced_alchemy(ids))
-    if hot.apg is not None:
-        variants[ABASE] = hot.asyncpg_tx("touch", write=True, id=draw)
-    variants["appdb async touch_telegram_user"] = hot.appdb_async(
-        lambda s: aio.touch_telegram_user(s, next(ids), **PROFILE)
+    variants[ABASE] = hot.asyncpg_tx("touch", write=True, id=draw)
+    variants["raw psycopg async, in a transaction"] = hot.psycopg_async_tx(
+        "touch", write=True, id=draw
     )
-    variants["appdb async touch_telegram_user(as_row=True)"] = hot.appdb_async(
-        lambda s: aio.touch_telegram_user(s, next(ids), **PROFILE, as_row=True)
+    variants[ASCOPE_TOUCH] = hot.ascope(
+        lambda c: aio.touch_telegram_user(c, next(ids), **PROFILE, as_row=True)
+    )
+    variants[BOUNCER_ASCOPE_TOUCH] = hot.ascope(
+        lambda c: aio.touch_telegram_user(c, next(ids), **PROFILE, as_row=True), bouncer=True
+    )
+    variants["appdb async touch_telegram_user(as_row=True) in async_session_scope()"] = (
+        hot.appdb_async(lambda s: aio.touch_telegram_user(s, next(ids), **PROFILE, as_row=True))
+    )
+    variants["appdb async touch_telegram_user in async_session_scope()"] = hot.appdb_async(
+        lambda s: aio.touch_telegram_user(s, next(ids), **PROFILE)
     )
     samples = interleaved(variants)
     report(f"touch_telegram_user, {kind} user", samples)
-    direct = samples["appdb touch_telegram_user in session_scope()"]
-    bouncer = samples["appdb, PgBouncer mode (DATABASE_POOLER=pgbouncer)"]
-    print(
-        f"\nPgBouncer mode x direct mode (min / median): {min(bouncer) / min(direct):.2f} / "
-        f"{statistics.median(bouncer) / statistics.median(direct):.2f}"
-    )
+    for mode, bouncer, direct in (
+        ("connection_scope()", BOUNCER_SCOPE_TOUCH, SCOPE_TOUCH),
+        ("async_connection_scope()", BOUNCER_ASCOPE_TOUCH, ASCOPE_TOUCH),
+        ("session_scope(), ORM form", BOUNCER_ORM_TOUCH, ORM_TOUCH),
+    ):
+        print(
+            f"\nPgBouncer mode x direct mode, {mode} (min / median): "
+            f"{min(samples[bouncer]) / min(samples[direct]):.2f} / "
+            f"{statistics.median(samples[bouncer]) / statistics.median(samples[direct]):.2f}"
+        )
 
 
 def _advanced_alchemy(ids: Iterator[int]) -> Callable[[Session], object]:
@@ -417,20 +479,24 @@ def bench_messages(hot: Hot) -> None:
         ),
     ]
     for title, name, write, arguments, sync_op, async_op, light in cases:
+        option = f"({', '.join(f'{key}=True' for key in light)})" if light else ""
         variants = {
             BASE: hot.raw_tx(name, write=write, **arguments),
-            f"appdb {name}": hot.appdb(sync_op),
+            f"appdb {name}{option} in connection_scope()": hot.scope(
+                lambda c, op=sync_op, light=light: op(c, **light)
+            ),
+            f"appdb {name} in session_scope()": hot.appdb(sync_op),
+            ABASE: hot.asyncpg_tx(name, write=write, **arguments),
+            f"appdb async {name}{option} in async_connection_scope()": hot.ascope(
+                lambda c, op=async_op, light=light: op(c, **light)
+            ),
+            f"appdb async {name} in async_session_scope()": hot.appdb_async(async_op),
         }
-        option = ", ".join(f"{key}=True" for key in light)
         if light:
-            variants[f"appdb {name}({option})"] = hot.appdb(
+            variants[f"appdb {name}{option} in session_scope()"] = hot.appdb(
                 lambda s, op=sync_op, light=light: op(s, **light)
             )
-        if hot.apg is not None:
-            variants[ABASE] = hot.asyncpg_tx(name, write=write, **arguments)
-        variants[f"appdb async {name}"] = hot.appdb_async(async_op)
-        if light:
-            variants[f"appdb async {name}({option})"] = hot.appdb_async(
+            variants[f"appdb async {name}{option} in async_session_scope()"] = hot.appdb_async(
                 lambda s, op=async_op, light=light: op(s, **light)
             )
         report(title, interleaved(variants))
@@ -445,28 +511,38 @@ def bench_messages(hot: Hot) -> None:
     marks = {f"id{i}": (lambda i=i: draw(i)) for i in range(5)}
     variants = {
         BASE: hot.raw_tx("mark_read", write=True, user=2, **marks),
-        "appdb mark_read": hot.appdb(lambda s: mark_read(s, 2, message_ids=hot.next_marks())),
+        "appdb mark_read in connection_scope()": hot.scope(
+            lambda c: mark_read(c, 2, message_ids=hot.next_marks())
+        ),
+        "appdb mark_read in session_scope()": hot.appdb(
+            lambda s: mark_read(s, 2, message_ids=hot.next_marks())
+        ),
+        ABASE: hot.asyncpg_tx("mark_read", write=True, user=2, **marks),
+        "appdb async mark_read in async_connection_scope()": hot.ascope(
+            lambda c: aio.mark_read(c, 2, message_ids=hot.next_marks())
+        ),
+        "appdb async mark_read in async_session_scope()": hot.appdb_async(
+            lambda s: aio.mark_read(s, 2, message_ids=hot.next_marks())
+        ),
     }
-    if hot.apg is not None:
-        variants[ABASE] = hot.asyncpg_tx("mark_read", write=True, user=2, **marks)
-    variants["appdb async mark_read"] = hot.appdb_async(
-        lambda s: aio.mark_read(s, 2, message_ids=hot.next_marks())
-    )
     report("mark_read, 5 ids", interleaved(variants))
 
 
 # --- throughput -----------------------------------------------------------------------------
 
 
-def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, three workers
-    """Touches per second: THREADS threads (raw psycopg, appdb), TASKS tasks (appdb async)."""
+def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, several workers
+    """Touches per second: THREADS threads (raw psycopg, appdb), TASKS tasks (asyncpg, appdb)."""
     replay = hot.replays["touch"]
     dsn = hot.url.set(drivername="postgresql").render_as_string(hide_password=False)
     engine = create_engine(hot.settings.model_copy(update={"pool_size": THREADS}))
     factory = _sessionmaker(engine)
 
+    def shuffled() -> Iterator[int]:
+        return itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
+
     def raw_worker(stop: float, counts: list[int]) -> None:
-        ids = itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
+        ids = shuffled()
         with psycopg.connect(dsn) as connection:
             while time.perf_counter() < stop:
                 with connection.cursor() as cursor:
@@ -475,15 +551,22 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
                 connection.commit()
                 counts.append(1)
 
-    def appdb_worker(stop: float, counts: list[int], *, as_row: bool = False) -> None:
-        ids = itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
+    def session_worker(stop: float, counts: list[int], *, as_row: bool = False) -> None:
+        ids = shuffled()
         while time.perf_counter() < stop:
             with session_scope(factory) as session:
                 touch_telegram_user(session, next(ids), **PROFILE, as_row=as_row)
             counts.append(1)
 
-    def appdb_row_worker(stop: float, counts: list[int]) -> None:
-        appdb_worker(stop, counts, as_row=True)
+    def session_row_worker(stop: float, counts: list[int]) -> None:
+        session_worker(stop, counts, as_row=True)
+
+    def scope_worker(stop: float, counts: list[int]) -> None:
+        ids = shuffled()
+        while time.perf_counter() < stop:
+            with connection_scope(engine) as connection:
+                touch_telegram_user(connection, next(ids), **PROFILE, as_row=True)
+            counts.append(1)
 
     def threaded(worker: Callable[[float, list[int]], None]) -> float:
         counts: list[int] = []
@@ -495,47 +578,72 @@ def bench_throughput(hot: Hot) -> None:  # noqa: C901, PLR0915 - one table, thre
             thread.join()
         return len(counts) / SECONDS
 
-    async def tasks(*, as_row: bool = False) -> float:
+    async def tasks(kind: str) -> float:
+        """TASKS tasks on one event loop: raw asyncpg (a pool), or appdb in one of its scopes."""
         async_engine = create_async_engine(hot.settings.model_copy(update={"pool_size": THREADS}))
         async_factory = _async_sessionmaker(async_engine)
-        ids = itertools.cycle(random.sample(range(3, USERS + 1), USERS - 2))
+        pool = await asyncpg.create_pool(dsn, min_size=THREADS, max_size=THREADS)
+        sql, names = to_asyncpg(replay)
+        ids = shuffled()
         count = 0
         stop = time.perf_counter() + SECONDS
+
+        async def one() -> None:
+            if kind == "asyncpg":
+                async with pool.acquire() as connection, connection.transaction():
+                    bound = replay.bind(id=next(ids))
+                    await connection.fetch(sql, *(bound[name] for name in names))
+            elif kind == "scope":
+                async with async_connection_scope(async_engine) as connection:
+                    await aio.touch_telegram_user(connection, next(ids), **PROFILE, as_row=True)
+            else:
+                async with async_session_scope(async_factory) as session:
+                    await aio.touch_telegram_user(
+                        session, next(ids), **PROFILE, as_row=kind == "session rows"
+                    )
 
         async def worker() -> None:
             nonlocal count
             while time.perf_counter() < stop:
-                async with async_session_scope(async_factory) as session:
-                    await aio.touch_telegram_user(session, next(ids), **PROFILE, as_row=as_row)
+                await one()
                 count += 1
 
         await asyncio.gather(*(worker() for _ in range(TASKS)))
+        await pool.close()
         await async_engine.dispose()
         return count / SECONDS
 
-    results: dict[str, list[float]] = {
-        f"raw psycopg, {THREADS} threads": [],
-        f"appdb, {THREADS} threads": [],
-        f"appdb async, {TASKS} tasks": [],
-        f"appdb as_row=True, {THREADS} threads": [],
-        f"appdb async as_row=True, {TASKS} tasks": [],
+    runs: dict[str, Callable[[], float]] = {
+        f"raw psycopg, {THREADS} threads": lambda: threaded(raw_worker),
+        f"appdb connection_scope(), {THREADS} threads": lambda: threaded(scope_worker),
+        f"appdb session_scope() as_row=True, {THREADS} threads": lambda: threaded(
+            session_row_worker
+        ),
+        f"appdb session_scope() ORM form, {THREADS} threads": lambda: threaded(session_worker),
+        f"raw asyncpg (a pool of {THREADS}), {TASKS} tasks": lambda: hot.loop.run_until_complete(
+            tasks("asyncpg")
+        ),
+        f"appdb async_connection_scope(), {TASKS} tasks": lambda: hot.loop.run_until_complete(
+            tasks("scope")
+        ),
+        f"appdb async_session_scope() as_row=True, {TASKS} tasks": (
+            lambda: hot.loop.run_until_complete(tasks("session rows"))
+        ),
+        f"appdb async_session_scope() ORM form, {TASKS} tasks": (
+            lambda: hot.loop.run_until_complete(tasks("session"))
+        ),
     }
-    runs = [
-        lambda: threaded(raw_worker),
-        lambda: threaded(appdb_worker),
-        lambda: hot.loop.run_until_complete(tasks()),
-        lambda: threaded(appdb_row_worker),
-        lambda: hot.loop.run_until_complete(tasks(as_row=True)),
-    ]
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
     for round_ in range(3):
-        for index in [(round_ + i) % len(runs) for i in range(len(runs))]:
-            results[list(results)[index]].append(runs[index]())
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            results[name].append(runs[name]())
     engine.dispose()
     if ceiling := _pgbench(hot.url, replay):
         results[f"pgbench, {THREADS} clients (ceiling)"] = [ceiling]
     base = statistics.median(results[f"raw psycopg, {THREADS} threads"])
     print(f"\n### touch throughput ({SECONDS:.0f} s runs, 3 interleaved rounds; touches/s)\n")
-    print("| variant | best | median | x raw psycopg (median) |")
+    print("| variant | best | median | x raw psycopg, 10 threads (median) |")
     print("| --- | ---: | ---: | ---: |")
     for name, values in results.items():
         median = statistics.median(values)

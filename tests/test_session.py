@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import cast
 
@@ -254,6 +255,20 @@ async def test_async_connection_scope_rolls_back_and_reraises(
             raise RuntimeError("boom")
     assert 0 == _count_users(engine)
     assert 0 == async_engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_async_connection_scope_returns_its_connection_to_the_pool(
+    async_engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A healthy connection goes back to the pool and serves the next scope: nothing reset it."""
+    drivers = []
+    with caplog.at_level(logging.INFO, "sqlalchemy.pool"):
+        for _ in range(3):
+            async with async_connection_scope(async_engine) as connection:
+                drivers.append((await connection.get_raw_connection()).driver_connection)
+    assert 1 == len({id(driver) for driver in drivers})
+    assert [] == [record.getMessage() for record in caplog.records if record.levelno > logging.INFO]
 
 
 @pytest.mark.anyio

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from appdb import Message, User, get_async_db, get_db, migrate
+from appdb import Message, User, aio, get_async_db, get_db, migrate
 from appdb.exceptions import UsernameTakenError
 from appdb.testing import override_get_db
-from appdb.users import create_user
+from appdb.users import create_user, touch_telegram_user
 
 app = FastAPI()
 
@@ -115,6 +115,33 @@ async def test_async_route_gets_the_async_session(appdb_async_session, appdb_asy
     assert get_async_db not in app.dependency_overrides
 
 
+def test_connection_scopes_are_savepoints_of_the_test(appdb_connection_scope, appdb_session):
+    with appdb_connection_scope() as connection:
+        touch_telegram_user(connection, 7, first_name="Kept", as_row=True)
+    with pytest.raises(RuntimeError), appdb_connection_scope() as connection:
+        touch_telegram_user(connection, 8, first_name="Lost", as_row=True)
+        raise RuntimeError
+    assert ["Kept"] == [u.first_name for u in appdb_session.exec(select(User)).all()]
+
+
+@pytest.mark.anyio
+async def test_async_connection_scopes_are_savepoints_of_the_test(
+    appdb_async_connection_scope, appdb_async_session
+):
+    async with appdb_async_connection_scope() as connection:
+        await aio.touch_telegram_user(connection, 7, first_name="Kept", as_row=True)
+    with pytest.raises(RuntimeError):
+        async with appdb_async_connection_scope() as connection:
+            await aio.touch_telegram_user(connection, 8, first_name="Lost", as_row=True)
+            raise RuntimeError
+    users = (await appdb_async_session.exec(select(User))).all()
+    assert ["Kept"] == [u.first_name for u in users]
+
+
+def test_connection_scope_work_is_undone(appdb_session):
+    assert [] == appdb_session.exec(select(User)).all()
+
+
 def test_empty_database_is_not_migrated(appdb_empty_database_url):
     engine = sa.create_engine(appdb_empty_database_url)
     try:
@@ -151,7 +178,7 @@ def test_service_suite_passes_isolated(
     """Migrated once, every commit undone between tests, sync and async, FastAPI overridden."""
     pytester.makepyfile(test_service=SERVICE_TESTS)
     result = pytester.runpytest("-p", "anyio")
-    result.assert_outcomes(passed=10)
+    result.assert_outcomes(passed=13)
     backend = "SQLite" if plugin_backend is None else "postgresql+psycopg://postgres@127.0.0.1"
     assert any(f"appdb: test databases on {backend}" in line for line in result.outlines)
     name = (Path(str(pytester.path)).parent / "basetemp" / "database").read_text()

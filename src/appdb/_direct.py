@@ -315,6 +315,8 @@ class AsyncUnit:
         """Hold `connection` and `transaction` (asyncpg's, or ``None`` for SQLAlchemy's)."""
         self.connection = connection
         self._transaction = transaction
+        sync = connection.sync_connection
+        self._asyncpg = sync is not None and sync.dialect.driver == "asyncpg"
 
     async def commit(self) -> None:
         """Commit SQLAlchemy's savepoint or transaction, then asyncpg's transaction."""
@@ -346,8 +348,13 @@ class AsyncUnit:
     async def close(self) -> None:
         """Return the connection to the pool (on asyncpg, without a greenlet when idle)."""
         sync = self.connection.sync_connection
-        if sync is not None and not sync.invalidated and not sync.in_transaction():
-            # Nothing left to roll back: the pool's reset and check-in do not await.
+        if (
+            self._asyncpg
+            and sync is not None
+            and not sync.invalidated
+            and not sync.in_transaction()
+        ):
+            # Nothing left to roll back on asyncpg's adapter: the pool's reset does not await.
             sync.close()
         else:
             await self.connection.close()
@@ -369,11 +376,16 @@ async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
     from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: PLC0415
 
     sync_engine = engine.sync_engine
-    try:
-        connection = AsyncConnection(engine, sync_engine.connect())
-    except MissingGreenlet:
+    if sync_engine.dialect.driver != "asyncpg":
+        # aiosqlite awaits in every call, the pool's pre-ping and reset included.
         connection = AsyncConnection(engine)
         await connection.start()
+    else:
+        try:
+            connection = AsyncConnection(engine, sync_engine.connect())
+        except MissingGreenlet:
+            connection = AsyncConnection(engine)
+            await connection.start()
     sync = connection.sync_connection
     try:
         if sync is None or sync.dialect.driver != "asyncpg" or sync_engine.dispatch.begin:

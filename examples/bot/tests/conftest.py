@@ -86,6 +86,6 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def telegram(appdb_async_sessionmaker) -> FakeTelegram:
-    """The bot, its sessions opened inside the test's rolled-back transaction."""
-    return FakeTelegram(create_dispatcher(appdb_async_sessionmaker))
+def telegram(appdb_async_connection_scope) -> FakeTelegram:
+    """The bot, its units of work opened inside the test's rolled-back transaction."""
+    return FakeTelegram(create_dispatcher(appdb_async_connection_scope))

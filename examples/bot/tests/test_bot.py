@@ -1,4 +1,4 @@
-"""/start, /inbox and /send through aiogram's dispatcher, with one database session per update."""
+"""/start, /inbox and /send through aiogram's dispatcher, with one unit of work per update."""
 
 from __future__ import annotations
 
@@ -73,17 +73,19 @@ async def test_bad_sends_store_nothing(telegram: FakeTelegram, appdb_async_sessi
 
 
 async def test_failing_handler_rolls_back_and_answers_politely(
-    appdb_async_sessionmaker, appdb_async_session, caplog: pytest.LogCaptureFixture
+    appdb_async_connection_scope, appdb_async_session, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler that raises after writing leaves nothing behind; the user gets an apology."""
     from aiogram.filters import Command
 
     from appdb.aio import send_message
 
-    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+    dispatcher = create_dispatcher(appdb_async_connection_scope)
 
-    async def explode(message, session, db_user) -> None:
-        await send_message(session, sender_id=db_user.id, recipient_id=db_user.id, content="x")
+    async def explode(message, connection, db_user) -> None:
+        await send_message(
+            connection, sender_id=db_user.id, recipient_id=db_user.id, content="x", as_row=True
+        )
         raise RuntimeError("handler failed: secret detail")
 
     # Registered ahead of the bot's own router, so it wins for /explode.
@@ -100,11 +102,11 @@ async def test_failing_handler_rolls_back_and_answers_politely(
     assert create_router() is not create_router()
 
 
-async def test_database_errors_get_a_retry_answer(appdb_async_sessionmaker) -> None:
+async def test_database_errors_get_a_retry_answer(appdb_async_connection_scope) -> None:
     """Errors of appdb are answered by kind, never with the error's own message."""
     from aiogram.filters import Command
 
-    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+    dispatcher = create_dispatcher(appdb_async_connection_scope)
     errors = {
         "down": ConnectionLostError("connection to 10.0.0.7:5432 lost"),
         "old": SchemaOutOfDateError("database at revision 0003"),
@@ -122,14 +124,14 @@ async def test_database_errors_get_a_retry_answer(appdb_async_sessionmaker) -> N
 
 
 async def test_middleware_serves_updates_without_a_user(
-    appdb_async_sessionmaker, appdb_async_session
+    appdb_async_connection_scope, appdb_async_session
 ) -> None:
-    """A channel post gets a session and ``db_user=None``; nothing is touched, no KeyError."""
-    dispatcher = create_dispatcher(appdb_async_sessionmaker)
+    """A channel post gets a connection and ``db_user=None``; nothing is touched, no KeyError."""
+    dispatcher = create_dispatcher(appdb_async_connection_scope)
     seen: list[tuple[bool, object]] = []
 
-    async def on_post(post, session, db_user) -> None:
-        seen.append((session is not None, db_user))
+    async def on_post(post, connection, db_user) -> None:
+        seen.append((connection is not None, db_user))
 
     dispatcher.channel_post.register(on_post)
     telegram = FakeTelegram(dispatcher)

@@ -12,6 +12,9 @@ Registered through the ``pytest11`` entry point, so a service's tests only reque
   the next test still starts from the migrated, empty database.
 - ``appdb_sessionmaker`` / ``appdb_async_sessionmaker``: factories of such sessions, for code
   that opens a session per request or per update.
+- ``appdb_connection_scope`` / ``appdb_async_connection_scope``: stand-ins for
+  `connection_scope` / `async_connection_scope` whose scopes are savepoints of the test's
+  transaction, for code that opens a unit of work on a connection (the bot's middleware).
 - ``appdb_users`` / ``appdb_messages`` (and ``appdb_async_users`` / ``appdb_async_messages``):
   small factories that insert rows with sensible defaults.
 - ``appdb_empty_database_url``: a fresh database that is not migrated, for migration tests.
@@ -35,12 +38,14 @@ from appdb.testing.factories import (
 )
 from appdb.testing.fixtures import (  # noqa: F401 - pytest registers fixtures from this namespace
     appdb_async_connection,
+    appdb_async_connection_scope,
     appdb_async_engine,
     appdb_async_messages,
     appdb_async_session,
     appdb_async_sessionmaker,
     appdb_async_users,
     appdb_connection,
+    appdb_connection_scope,
     appdb_database_url,
     appdb_empty_database_url,
     appdb_engine,

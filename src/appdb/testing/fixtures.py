@@ -6,7 +6,13 @@ fixtures from the plugin module's namespace). Nothing here runs until a test req
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,12 +40,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "appdb_async_connection",
+    "appdb_async_connection_scope",
     "appdb_async_engine",
     "appdb_async_messages",
     "appdb_async_session",
     "appdb_async_sessionmaker",
     "appdb_async_users",
     "appdb_connection",
+    "appdb_connection_scope",
     "appdb_database_url",
     "appdb_empty_database_url",
     "appdb_engine",
@@ -131,6 +139,24 @@ def appdb_connection(appdb_engine: Engine) -> Iterator[Connection]:
 
 
 @pytest.fixture
+def appdb_connection_scope(
+    appdb_connection: Connection,
+) -> Callable[[], AbstractContextManager[Connection]]:
+    """A stand-in for `appdb.connection_scope` inside the test's transaction.
+
+    Each scope it opens is a savepoint of ``appdb_connection``: released when the block
+    succeeds, rolled back when it raises, and undone with the rest after the test.
+    """
+
+    @contextmanager
+    def scope() -> Iterator[Connection]:
+        with appdb_connection.begin_nested():
+            yield appdb_connection
+
+    return scope
+
+
+@pytest.fixture
 def appdb_sessionmaker(appdb_connection: Connection) -> sessionmaker[Session]:
     """Sessions joined to the test's transaction: their commits release savepoints only."""
     return sessionmaker(
@@ -169,6 +195,20 @@ async def appdb_async_connection(
         finally:
             if transaction.is_active:
                 await transaction.rollback()
+
+
+@pytest.fixture
+def appdb_async_connection_scope(
+    appdb_async_connection: AsyncConnection,
+) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+    """The async twin of ``appdb_connection_scope``, for `appdb.async_connection_scope`."""
+
+    @asynccontextmanager
+    async def scope() -> AsyncIterator[AsyncConnection]:
+        async with appdb_async_connection.begin_nested():
+            yield appdb_async_connection
+
+    return scope
 
 
 @pytest.fixture

@@ -6,28 +6,24 @@ import asyncio
 import os
 
 from aiogram import Bot, Dispatcher
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from appdb.migrate import ensure_schema_current
 from bot.errors import create_error_router
 from bot.handlers import create_router
-from bot.middleware import DbSessionMiddleware
+from bot.middleware import Scope, UnitOfWorkMiddleware
 
 
-def create_dispatcher(
-    session_factory: async_sessionmaker[AsyncSession] | None = None,
-) -> Dispatcher:
-    """A dispatcher: the session middleware around every update, the handlers, the error handler.
+def create_dispatcher(scope: Scope | None = None) -> Dispatcher:
+    """A dispatcher: a unit of work around every update, the handlers, the error handler.
 
     Args:
-        session_factory: Where sessions come from (`AsyncSessionLocal` by default).
+        scope: Where units of work come from (`async_connection_scope` by default).
 
     Returns:
         The dispatcher.
     """
     dispatcher = Dispatcher()
-    dispatcher.update.outer_middleware(DbSessionMiddleware(session_factory))
+    dispatcher.update.outer_middleware(UnitOfWorkMiddleware(scope))
     dispatcher.include_router(create_router())
     dispatcher.include_router(create_error_router())
     return dispatcher
