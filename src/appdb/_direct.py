@@ -70,7 +70,7 @@ class Plan:
             merged[name] = process(merged[name])
         if self.positional is None:
             return merged
-        return tuple(merged[name] for name in self.positional)
+        return [merged[name] for name in self.positional]
 
     def processed(self, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The fetched rows through the result processors."""

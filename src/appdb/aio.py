@@ -22,7 +22,7 @@ is rare (explaining an insert that inserted nothing) or watched (echo, event lis
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -126,27 +126,17 @@ async def touch_telegram_user(  # noqa: PLR0913 - the profile's fields, by name
     profile and ``last_login_at`` in one statement. The row form also takes the connection of
     an `async_connection_scope`.
     """
+    profile: dict[str, Any] = {
+        "username": username,
+        "first_name": first_name,
+        "last_name": last_name,
+        "language_code": language_code,
+        "is_premium": is_premium,
+    }
     if as_row and not isinstance(session, AsyncSession):
-        query = users.touch_query(
-            session.dialect.name,
-            user_or_id,
-            username=username,
-            first_name=first_name,
-            last_name=last_name,
-            language_code=language_code,
-            is_premium=is_premium,
-        )
+        query = users.touch_query(session.dialect.name, user_or_id, **profile)
         return await run_async(session, query)
-    return await session.run_sync(
-        _touch,
-        user_or_id,
-        username=username,
-        first_name=first_name,
-        last_name=last_name,
-        language_code=language_code,
-        is_premium=is_premium,
-        as_row=as_row,
-    )
+    return await session.run_sync(_touch, user_or_id, **profile, as_row=as_row)
 
 
 async def get_user_by_username(session: AsyncSession, username: str) -> User | None:
@@ -213,30 +203,21 @@ async def send_message(  # noqa: PLR0913 - the message's fields, by name
     The same arguments, result and errors, idempotency key included. The row form also takes
     the connection of an `async_connection_scope`.
     """
+    message: dict[str, Any] = {
+        "sender_id": sender_id,
+        "recipient_id": recipient_id,
+        "content": content,
+        "parent_id": parent_id,
+        "conversation_id": conversation_id,
+        "idempotency_key": idempotency_key,
+    }
     if as_row and not isinstance(session, AsyncSession):
-        query = messages.send_message_query(
-            session.dialect.name,
-            sender_id=sender_id,
-            recipient_id=recipient_id,
-            content=content,
-            parent_id=parent_id,
-            conversation_id=conversation_id,
-            idempotency_key=idempotency_key,
-        )
+        query = messages.send_message_query(session.dialect.name, **message)
         sent = await run_async(session, query)
         if sent is not None:
             return sent
         # Nothing inserted: the original finds the stored message or says what is missing.
-    return await session.run_sync(
-        _send,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
-        content=content,
-        parent_id=parent_id,
-        conversation_id=conversation_id,
-        idempotency_key=idempotency_key,
-        as_row=as_row,
-    )
+    return await session.run_sync(_send, **message, as_row=as_row)
 
 
 @overload

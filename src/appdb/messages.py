@@ -254,35 +254,18 @@ def send_message(  # noqa: PLR0913 - the message's fields, by name
         raise error from exc
 
 
-def send_message_query(  # noqa: PLR0913 - send_message's arguments
-    dialect: str,
-    *,
-    sender_id: int,
-    recipient_id: int,
-    content: str,
-    parent_id: int | None = None,
-    conversation_id: str | None = None,
-    idempotency_key: str | None = None,
-) -> Query[MessageRow | None]:
+def send_message_query(dialect: str, **message: Any) -> Query[MessageRow | None]:
     """The row form's INSERT for `dialect` and its checked values; shared with `appdb.aio`.
 
-    It makes the stored `MessageRow`, or ``None`` when it inserted nothing (a missing sender,
-    recipient or parent, or a repeated idempotency key), which `send_message` then explains.
-    Not part of the API.
+    `message` holds `send_message`'s keywords (``sender_id``, ``recipient_id``, ``content``,
+    ``parent_id``, ``conversation_id``, ``idempotency_key``). The query makes the stored
+    `MessageRow`, or ``None`` when it inserted nothing (a missing sender, recipient or parent,
+    or a repeated idempotency key), which `send_message` then explains. Not part of the API.
 
     Raises:
         InvalidInputError: As `send_message`.
     """
-    new = validated(
-        _NewMessage,
-        sender_id=sender_id,
-        recipient_id=recipient_id,
-        content=content,
-        parent_id=parent_id,
-        conversation_id=conversation_id,
-        idempotency_key=idempotency_key,
-    )
-    return _send_query(dialect, new)
+    return _send_query(dialect, validated(_NewMessage, **message))
 
 
 def _send_query(dialect: str, new: _NewMessage) -> Query[MessageRow | None]:

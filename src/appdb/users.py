@@ -232,46 +232,33 @@ def touch_telegram_user(  # noqa: PLR0913 - aiogram's User fields, by name
     return orm.scalars(_touch_statement(dialect_name(orm)), query.values).one()
 
 
-def touch_query(  # noqa: PLR0913 - touch_telegram_user's arguments
-    dialect: str,
-    user_or_id: int | TelegramProfile,
-    /,
-    *,
-    username: str | None = None,
-    first_name: str | None = None,
-    last_name: str | None = None,
-    language_code: str | None = None,
-    is_premium: bool | None = None,
+def touch_query(
+    dialect: str, user_or_id: int | TelegramProfile, /, **profile: str | bool | None
 ) -> Query[UserRow]:
     """`touch_telegram_user`'s upsert for `dialect` and its checked values, making a `UserRow`.
 
-    Shared with `appdb.aio`, which awaits it on an async connection; not part of the API.
+    `profile` holds `touch_telegram_user`'s profile keywords (``username``, ``first_name``,
+    ``last_name``, ``language_code``, ``is_premium``). Shared with `appdb.aio`, which awaits it
+    on an async connection; not part of the API.
 
     Raises:
-        InvalidInputError: As `touch_telegram_user`.
+        InvalidInputError: As `touch_telegram_user`, or for a keyword that is not a profile field.
         TypeError: As `touch_telegram_user`.
     """
-    arguments: dict[str, object] = {
-        "telegram_user_id": user_or_id,
-        "username": username,
-        "first_name": first_name,
-        "last_name": last_name,
-        "language_code": language_code,
-        "is_premium": is_premium,
-    }
+    arguments: dict[str, object] = {"telegram_user_id": user_or_id, **profile}
     if not isinstance(user_or_id, int):
         if any(value is not None for value in arguments.values() if value is not user_or_id):
             msg = "pass either a Telegram user object or the profile keywords, not both"
             raise TypeError(msg)
         arguments = _profile_arguments(user_or_id)
-    profile = validated(_TouchArguments, **arguments)
+    checked = validated(_TouchArguments, **arguments)
     values: dict[str, object] = {
-        "telegram_user_id": profile.telegram_user_id,
-        "telegram_username": profile.username,
-        "first_name": profile.first_name,
-        "last_name": profile.last_name,
-        "language_code": profile.language_code,
-        "is_premium": profile.is_premium,
+        "telegram_user_id": checked.telegram_user_id,
+        "telegram_username": checked.username,
+        "first_name": checked.first_name,
+        "last_name": checked.last_name,
+        "language_code": checked.language_code,
+        "is_premium": checked.is_premium,
         "last_login_at": utcnow(),
     }
     return Query(_touch_row_statement(dialect), values, _only_user_row)

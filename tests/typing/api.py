@@ -10,8 +10,16 @@ from __future__ import annotations
 from sqlalchemy.engine import URL
 from sqlmodel import Session
 
-from appdb import DatabaseSettings, Message, User
-from appdb.messages import inbox, send_message
+from appdb import (
+    DatabaseSettings,
+    Message,
+    User,
+    aio,
+    async_connection_scope,
+    connection_scope,
+)
+from appdb.messages import inbox, send_message, unread_count
+from appdb.rows import MessageRow, UserRow
 from appdb.users import create_user, get_user_by_username, touch_telegram_user
 
 settings = DatabaseSettings(url="postgresql://app@db/app", pool_size=2, statement_timeout=100)
@@ -35,3 +43,24 @@ def stored_ids_pass_on(session: Session) -> list[Message]:
     if found is not None:
         return inbox(session, found.id, before_id=message_id)
     return []
+
+
+def rows_on_a_connection() -> int:
+    """A connection scope takes the row forms; an ORM form on it is a type error."""
+    with connection_scope() as connection:
+        bob: UserRow = touch_telegram_user(connection, 123456789, first_name="Bob", as_row=True)
+        sent: MessageRow = send_message(
+            connection, sender_id=bob.id, recipient_id=bob.id, content="hi", as_row=True
+        )
+        page: list[MessageRow] = inbox(connection, bob.id, as_rows=True)
+        touch_telegram_user(connection, 1)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue,reportArgumentType]
+        return sent.id + len(page) + unread_count(connection, bob.id)
+
+
+async def rows_on_an_async_connection() -> int:
+    """The async twins take an async connection scope's connection the same way."""
+    async with async_connection_scope() as connection:
+        bob: UserRow = await aio.touch_telegram_user(connection, 123456789, as_row=True)
+        page: list[MessageRow] = await aio.inbox(connection, bob.id, as_rows=True)
+        await aio.inbox(connection, bob.id)  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
+        return len(page) + await aio.mark_read(connection, bob.id, message_ids=[1])
