@@ -140,11 +140,13 @@ QUICK = (
     "no:cacheprovider",
 )
 # With the floors, the same on PostgreSQL where the drivers' floors matter: engines, sessions,
-# async and migrations (psycopg, SQLAlchemy, Alembic).
+# async, the direct execution on psycopg's and asyncpg's connections (it leans on SQLAlchemy's
+# private error handling) and migrations (psycopg, asyncpg, SQLAlchemy, Alembic).
 FLOORS_POSTGRESQL = (
     "tests/test_engine.py",
     "tests/test_session.py",
     "tests/test_aio.py",
+    "tests/test_direct.py",
     "tests/test_migrations.py",
     "-k",
     "postgresql",

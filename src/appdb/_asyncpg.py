@@ -13,7 +13,6 @@ sent to a server that would reject them.
 from __future__ import annotations
 
 import socket
-import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -144,6 +143,8 @@ def connect_args(
 
 
 def _unique_statement_name() -> str:
+    import uuid  # noqa: PLC0415 - PgBouncer mode only
+
     return f"__appdb_{uuid.uuid4().hex}__"
 
 
