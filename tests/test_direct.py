@@ -7,6 +7,7 @@ SQLAlchemy's execution back.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import warnings
@@ -462,3 +463,37 @@ async def test_the_scope_replaces_a_recycled_connection_in_a_greenlet(
         gc.collect()
     assert [] == [str(warning.message) for warning in caught]
     assert 1 == async_engine.sync_engine.pool.checkedin()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+@pytest.mark.parametrize("pool", ["overflow", "NullPool"])
+@pytest.mark.usefixtures("engine")  # the tables
+async def test_connections_the_pool_closes_are_closed_cleanly(
+    settings: DatabaseSettings, caplog: pytest.LogCaptureFixture, pool: str
+) -> None:
+    """Scopes beyond the pool's size (or on NullPool): their connections closed, no error logged."""
+    options: dict[str, Any] = (
+        {"poolclass": sa.pool.NullPool}
+        if pool == "NullPool"
+        else {"pool_size": 1, "max_overflow": 3}
+    )
+    sized = settings.model_copy(update=options) if pool == "overflow" else settings
+    async_engine = create_async_engine(sized, **({} if pool == "overflow" else options))
+
+    async def unit(number: int) -> None:
+        async with async_connection_scope(async_engine) as connection:
+            await aio.touch_telegram_user(connection, number, as_row=True)
+            await asyncio.sleep(0)  # the others check out meanwhile: overflow
+
+    try:
+        with caplog.at_level(logging.INFO, "sqlalchemy.pool"):
+            await asyncio.gather(*(unit(number) for number in range(1, 5)))
+            async with async_connection_scope(async_engine) as connection:
+                assert 0 == await aio.unread_count(connection, 1)
+        pool_of: Any = async_engine.sync_engine.pool
+        kept = pool_of.checkedin() if pool == "overflow" else 0
+    finally:
+        await async_engine.dispose()
+    assert [] == [record.getMessage() for record in caplog.records if record.levelno > logging.INFO]
+    assert (1 if pool == "overflow" else 0) == kept

@@ -346,18 +346,28 @@ class AsyncUnit:
                 sync.invalidate()
 
     async def close(self) -> None:
-        """Return the connection to the pool (on asyncpg, without a greenlet when idle)."""
+        """Return the connection to the pool (on asyncpg, without a greenlet when it keeps it)."""
         sync = self.connection.sync_connection
-        if (
-            self._asyncpg
-            and sync is not None
-            and not sync.invalidated
-            and not sync.in_transaction()
-        ):
-            # Nothing left to roll back on asyncpg's adapter: the pool's reset does not await.
+        if self._asyncpg and sync is not None and _kept(sync):
+            # Nothing to roll back on asyncpg's adapter and room in the pool: the reset and the
+            # check-in do not await. A connection the pool closes instead (an overflow one, or
+            # NullPool's) is closed in SQLAlchemy's greenlet.
             sync.close()
         else:
             await self.connection.close()
+
+
+def _kept(connection: Connection) -> bool:
+    """Whether the pool keeps `connection` open when it is checked in, with nothing to undo."""
+    from sqlalchemy.pool import QueuePool  # noqa: PLC0415 - loaded with the engine already
+
+    pool = connection.engine.pool
+    return (
+        not connection.invalidated
+        and not connection.in_transaction()
+        and isinstance(pool, QueuePool)
+        and pool.checkedin() < pool.size()
+    )
 
 
 async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
