@@ -497,3 +497,26 @@ async def test_connections_the_pool_closes_are_closed_cleanly(
         await async_engine.dispose()
     assert [] == [record.getMessage() for record in caplog.records if record.levelno > logging.INFO]
     assert (1 if pool == "overflow" else 0) == kept
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.anyio
+async def test_a_begin_listener_of_its_own_puts_the_scope_on_sqlalchemys_transaction(
+    engine: sa.Engine, async_engine: AsyncEngine
+) -> None:
+    """Someone else's "begin" listener runs once per scope: the transaction is SQLAlchemy's."""
+    begun: list[object] = []
+
+    def record(connection: object) -> None:
+        begun.append(connection)
+
+    sa.event.listen(async_engine.sync_engine, "begin", record)
+    try:
+        for number in (1, 2):
+            async with async_connection_scope(async_engine) as connection:
+                await aio.touch_telegram_user(connection, number, as_row=True)
+    finally:
+        sa.event.remove(async_engine.sync_engine, "begin", record)
+    assert 2 == len(begun)
+    with Session(engine) as session:
+        assert 2 == len(session.exec(select(User)).all())

@@ -35,6 +35,8 @@ __all__ = [
     "expired_limit",
 ]
 
+# psycopg.pq's TransactionStatus.IDLE (psycopg itself is imported with the first connection).
+_TRANSACTION_IDLE = 0
 # How often the watchdog looks at the armed calls: the deadline holds to within this.
 _TICK = 0.25
 # A wait for a lock can legitimately outlast a statement_timeout by a little; the server's own
@@ -158,6 +160,23 @@ def _guarded(method: Callable[..., Any], seconds: float) -> Callable[..., Any]:
     return guarded
 
 
+def _guarded_rollback(method: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    """The dialect's rollback, guarded; a psycopg connection with no transaction open is skipped.
+
+    The pool rolls back every connection it takes back, most of them committed already: psycopg
+    would find nothing to do, after taking its lock and driving an empty generator.
+    """
+    guarded = _guarded(method, seconds)
+
+    def rollback(dbapi_connection: Any) -> Any:
+        pgconn = getattr(dbapi_connection, "pgconn", None)
+        if pgconn is not None and pgconn.transaction_status == _TRANSACTION_IDLE:
+            return None
+        return guarded(dbapi_connection)
+
+    return rollback
+
+
 def _guarded_ping(method: Callable[..., Any], seconds: float, place: str) -> Callable[..., Any]:
     """The pool's pre-ping, raising `ConnectionLostError` rather than reconnecting when cut off.
 
@@ -242,5 +261,5 @@ def apply_client_timeout(engine: Engine, seconds: float, place: str) -> None:
     for name in ("do_execute", "do_execute_no_params", "do_executemany", "do_commit"):
         setattr(dialect, name, _guarded(getattr(dialect, name), seconds))
     # A rollback also runs when a connection is returned to the pool.
-    dialect.do_rollback = _guarded(dialect.do_rollback, seconds)
+    dialect.do_rollback = _guarded_rollback(dialect.do_rollback, seconds)
     dialect.do_ping = _guarded_ping(dialect.do_ping, seconds, place)

@@ -305,10 +305,11 @@ class AsyncUnit:
     """An async connection and the transaction of a unit of work on it (`open_async_unit`).
 
     On asyncpg the transaction is asyncpg's own, begun and ended by awaiting asyncpg's
-    connection; what SQLAlchemy runs on the connection meanwhile (Core, an ORM session, a
-    statement watched by a listener) is in a savepoint of it that SQLAlchemy begins and that
-    `commit` releases first. Elsewhere (aiosqlite, or an engine with ``begin`` listeners, such
-    as PgBouncer mode's ``SET LOCAL``) it is SQLAlchemy's transaction.
+    connection (with PgBouncer mode's ``SET LOCAL`` after its BEGIN); what SQLAlchemy runs on
+    the connection meanwhile (Core, an ORM session, a statement watched by a listener) is in a
+    savepoint of it that SQLAlchemy begins and that `commit` releases first. Elsewhere
+    (aiosqlite, or an engine with ``begin`` listeners other than appdb's) it is SQLAlchemy's
+    transaction.
     """
 
     def __init__(self, connection: AsyncConnection, transaction: Any) -> None:
@@ -385,6 +386,8 @@ async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
     from sqlalchemy.exc import MissingGreenlet  # noqa: PLC0415 - with the asyncio extension
     from sqlalchemy.ext.asyncio import AsyncConnection  # noqa: PLC0415
 
+    from appdb.engine import begin_statements  # noqa: PLC0415 - the operations load this module alone
+
     sync_engine = engine.sync_engine
     if sync_engine.dialect.driver != "asyncpg":
         # aiosqlite awaits in every call, the pool's pre-ping and reset included.
@@ -397,13 +400,16 @@ async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
             connection = AsyncConnection(engine)
             await connection.start()
     sync = connection.sync_connection
+    statements = begin_statements(sync_engine)
     try:
-        if sync is None or sync.dialect.driver != "asyncpg" or sync_engine.dispatch.begin:
+        if sync is None or sync.dialect.driver != "asyncpg" or statements is None:
             await connection.begin()
             return AsyncUnit(connection, None)
         driver: Any = sync.connection.driver_connection
         transaction = driver.transaction()
         await awaited(sync, driver, transaction.start(), "BEGIN")
+        for statement in statements:  # what appdb's begin listener runs (PgBouncer mode)
+            await awaited(sync, driver, driver.execute(statement), statement)
     except BaseException:
         await connection.close()
         raise

@@ -7,8 +7,7 @@ pass only the values: building a statement costs more than SQLAlchemy's cached e
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -287,12 +286,12 @@ def only_row(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-@dataclass(frozen=True, slots=True)
-class Query(Generic[_T]):
+class Query(NamedTuple, Generic[_T]):
     """The one statement of a hot operation: its checked values, and what its rows make.
 
     The sync operations run it with `run`; `appdb.aio` awaits it on an async connection with
-    `run_async` (on asyncpg's connection itself), so both share one definition of each.
+    `run_async` (on asyncpg's connection itself), so both share one definition of each. A named
+    tuple: one is made per call, and on the hot path a dataclass costs more to make.
     """
 
     statement: sa.Executable

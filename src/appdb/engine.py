@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from appdb.settings import DatabaseSettings
 
 __all__ = [
+    "begin_statements",
     "create_async_engine",
     "create_async_replica_engines",
     "create_engine",
@@ -175,9 +177,38 @@ def _apply_transaction_pooler(sync_engine: Engine, settings: DatabaseSettings) -
         return
     set_local = f"SET LOCAL statement_timeout = {int(settings.statement_timeout)}"
 
-    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: sqlalchemy.Connection) -> None:
         connection.exec_driver_sql(set_local)
+
+    event.listen(sync_engine, "begin", _on_begin)
+    _begin_statements[sync_engine] = (_on_begin, set_local)
+
+
+# What appdb's own "begin" listener of an engine runs (PgBouncer mode's SET LOCAL), for the
+# async unit of work, which begins asyncpg's transaction itself and runs the statement there.
+_begin_statements: weakref.WeakKeyDictionary[Engine, tuple[Callable[..., None], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def begin_statements(sync_engine: Engine) -> tuple[str, ...] | None:
+    """The statements every transaction of `sync_engine` begins with, if appdb's listener alone.
+
+    Args:
+        sync_engine: An engine, or an async engine's ``sync_engine``.
+
+    Returns:
+        appdb's statements (none, or PgBouncer mode's ``SET LOCAL statement_timeout``); ``None``
+        when someone else listens to the engine's transactions beginning too, whose listener
+        only SQLAlchemy's transaction runs.
+    """
+    listeners = sync_engine.dispatch.begin
+    own = _begin_statements.get(sync_engine)
+    if not listeners:
+        return ()
+    if own is not None and len(listeners) == 1 and own[0] in listeners:
+        return (own[1],)
+    return None
 
 
 _POOL_SIZING = ("pool_size", "max_overflow", "pool_timeout")

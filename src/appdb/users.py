@@ -106,11 +106,11 @@ class TelegramProfile(Protocol):
 
 class _TouchArguments(Arguments):
     telegram_user_id: TelegramUserId
-    username: TelegramUsername | None
-    first_name: FirstName | None
-    last_name: LastName | None
-    language_code: LanguageCode | None
-    is_premium: bool | None
+    username: TelegramUsername | None = None
+    first_name: FirstName | None = None
+    last_name: LastName | None = None
+    language_code: LanguageCode | None = None
+    is_premium: bool | None = None
 
 
 _PROFILE_FIELDS = ("username", "first_name", "last_name", "language_code", "is_premium")

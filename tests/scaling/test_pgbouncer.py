@@ -27,6 +27,7 @@ from appdb import (
     DatabaseUnavailableError,
     StatementTimeoutError,
     aio,
+    async_connection_scope,
     async_session_scope,
     create_async_engine,
     create_engine,
@@ -301,3 +302,38 @@ def test_pooler_setting_needs_postgresql() -> None:
     """DATABASE_POOLER is refused with a SQLite URL."""
     with pytest.raises(ConfigurationError, match="DATABASE_POOLER=pgbouncer needs a PostgreSQL"):
         DatabaseSettings(url="sqlite://", pooler="pgbouncer")
+
+
+async def _two_clients_through_async_scopes(
+    settings: DatabaseSettings, hub_id: int
+) -> tuple[list[int], str]:
+    """Two async engines take turns on PgBouncer's one server connection, in connection scopes."""
+    engines = [create_async_engine(settings), create_async_engine(settings)]
+    counts: list[int] = []
+    try:
+        for _ in range(6):
+            for engine in engines:
+                async with async_connection_scope(engine) as connection:
+                    await aio.touch_telegram_user(connection, 2, first_name="Two", as_row=True)
+                    counts.append(await aio.unread_count(connection, hub_id))
+        with pytest.raises(StatementTimeoutError, match="statement timeout"):
+            async with async_connection_scope(engines[0]) as connection:
+                await connection.exec_driver_sql("SELECT pg_sleep(2)")
+        async with async_connection_scope(engines[1]) as connection:
+            # On asyncpg's connection itself: what the scope set, not SQLAlchemy's listener.
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            timeout = str(await driver.fetchval("SHOW statement_timeout"))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    return counts, timeout
+
+
+def test_async_connection_scopes_share_a_server_connection(
+    pooled_database: PooledDatabase, single_server_connection: tuple[PgBouncer, int]
+) -> None:
+    """Async scopes through PgBouncer: no prepared statement collides, SET LOCAL holds in each."""
+    bouncer, hub_id = single_server_connection
+    settings = _pooled(pooled_database, bouncer, pooler="pgbouncer", statement_timeout=250)
+    counts, timeout = asyncio.run(_two_clients_through_async_scopes(settings, hub_id))
+    assert ([0] * 12, "250ms") == (counts, timeout)
