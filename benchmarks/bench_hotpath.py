@@ -1,6 +1,6 @@
 """The bot's hot path at the driver's speed: appdb vs raw psycopg, asyncpg and the peers (issue 17).
 
-Every variant of one operation runs in the same process, one operation of each in turn (the
+Every variant of one operation runs in the same process, ten operations of each in turn (the
 order rotating every pass), every single operation timed; min, median and p99 are printed with
 ratios to raw psycopg doing the same statement in the same transaction shape (psycopg's implicit
 BEGIN, the statement, COMMIT; ROLLBACK after a read), and the async twins with ratios to raw
@@ -71,6 +71,7 @@ ROUNDS = int(os.environ.get("APPDB_BENCH_ROUNDS", "10"))
 OPS = int(os.environ.get("APPDB_BENCH_OPS", "100"))
 MESSAGES = int(os.environ.get("APPDB_BENCH_MESSAGES", "1000000"))
 THREADS, TASKS, SECONDS = 10, 50, 3.0
+BATCH = 10  # operations of one variant in a row
 BASE, ABASE = "raw psycopg, BEGIN+stmt+COMMIT", "raw asyncpg, in a transaction"
 SCOPE_TOUCH = "appdb touch_telegram_user(as_row=True) in connection_scope()"
 ASCOPE_TOUCH = "appdb async touch_telegram_user(as_row=True) in async_connection_scope()"
@@ -111,26 +112,27 @@ def atimed(loop: asyncio.AbstractEventLoop, operation: Callable[[], Any]) -> Op:
 
 
 def interleaved(variants: dict[str, Op]) -> dict[str, list[float]]:
-    """ROUNDS x OPS operations per variant, one of each in turn, the order rotating each pass.
+    """ROUNDS x OPS operations per variant, BATCH of each in turn, the order rotating each pass.
 
-    Side by side, one operation apart, every variant sees the same moments of this VM's noise
-    (a neighbour's burst, a slow wake-up), which batches of a hundred did not.
+    Batches of ten keep every variant's connection (and its server process) warm, as a steady
+    service keeps them, while passing from variant to variant every few milliseconds, so that
+    all of them meet this VM's noise (a neighbour's burst, a slow wake-up) alike.
     """
     names = list(variants)
-    for _ in range(10):  # warm-up: pools, prepared statements, plans
+    for _ in range(BATCH):  # warm-up: pools, prepared statements, plans
         for name in names:
             variants[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(ROUNDS * OPS):
+    for index in range(ROUNDS * OPS // BATCH):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(variants[name]())
+            samples[name] += [variants[name]() for _ in range(BATCH)]
     return samples
 
 
 def report(title: str, samples: dict[str, list[float]]) -> None:
     """Print min / median / p99 per variant, with ratios to raw psycopg (and raw asyncpg)."""
-    print(f"\n### {title}  ({ROUNDS * OPS} per variant, interleaved one by one; µs)\n")
+    print(f"\n### {title}  ({ROUNDS * OPS} per variant, interleaved by {BATCH}; µs)\n")
     print("| variant | min | median | p99 | x raw (min / median) | x asyncpg (min / median) |")
     print("| --- | ---: | ---: | ---: | --- | --- |")
 
