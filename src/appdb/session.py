@@ -1,8 +1,9 @@
 """Session factories (`SessionLocal`, `AsyncSessionLocal`) and unit-of-work scopes.
 
 With ``DATABASE_REPLICA_URLS`` set the factories make `appdb.routing.RoutingSession`s; that
-module holds the replica routing, re-exported here for compatibility. `connection_scope` is the
-unit of work without an ORM session, for hot paths that need only rows.
+module holds the replica routing, re-exported here for compatibility. `connection_scope` and
+`async_connection_scope` are the units of work without an ORM session, for hot paths that need
+only rows (the async one's transaction is `appdb._direct.AsyncUnit`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ from appdb import (
     DatabaseSettings,
     DatabaseUnavailableError,
     SessionLocal,
+    aio,
+    async_connection_scope,
     get_async_engine,
 )
 from appdb.engine import _postgresql_connect_args
@@ -178,6 +180,27 @@ def test_frozen_server_stops_a_hot_operation_in_time(
         session.rollback()
     with session_scope() as session:
         assert 0 == unread_count(session, 1)  # the pool reconnected
+
+
+@pytest.mark.anyio
+async def test_frozen_server_stops_an_async_scopes_statement_in_time(
+    use_server: Callable[..., AppDBServer],
+) -> None:
+    """In an async connection scope the statement awaits asyncpg itself, under the deadline too."""
+    database = use_server(client_timeout=CLIENT_TIMEOUT, connect_timeout=int(CLIENT_TIMEOUT))
+    try:
+        async with async_connection_scope() as connection:
+            await aio.touch_telegram_user(connection, 1, as_row=True)
+        started = time.monotonic()
+        with pytest.raises(ConnectionLostError, match="DATABASE_CLIENT_TIMEOUT"):
+            async with async_connection_scope() as connection:
+                with frozen(database.server):
+                    await aio.touch_telegram_user(connection, 1, first_name="Ann", as_row=True)
+        assert_within_bound(started)
+        async with async_connection_scope() as connection:
+            assert 0 == await aio.unread_count(connection, 1)  # the pool reconnected
+    finally:
+        await get_async_engine().dispose()
 
 
 def test_a_long_statement_within_the_deadline_is_left_alone(
