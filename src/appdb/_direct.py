@@ -23,6 +23,7 @@ the statement runs through SQLAlchemy as before, so that what they see is comple
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -75,7 +76,7 @@ class Plan:
     def processed(self, fetched: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The fetched rows through the result processors."""
         if not self.results:
-            return list(fetched)
+            return [tuple(row) for row in fetched]  # asyncpg's are Records
         rows = []
         for row in fetched:
             values = list(row)
@@ -180,6 +181,22 @@ def _watched(connection: Connection) -> bool:
     )
 
 
+def _plan(
+    connection: Connection, statement: sa.Executable, values: Mapping[str, Any]
+) -> Plan | None:
+    """The plan to run `statement` with `values` directly, or ``None``: SQLAlchemy runs it.
+
+    ``None`` for an invalidated connection, SQL someone watches, a statement with no plan, or
+    values other than the names its plan was compiled for.
+    """
+    if connection.invalidated or _watched(connection):
+        return None
+    plan = plan_for(statement, connection.dialect, values.keys())
+    if plan is None or values.keys() != plan.keys or not plan.required <= plan.keys:
+        return None
+    return plan
+
+
 def rows(
     connection: Connection, statement: sa.Executable, values: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
@@ -193,10 +210,8 @@ def rows(
     Returns:
         The rows, as tuples of processed values (what SQLAlchemy's result would hold).
     """
-    plan = None
-    if not connection.invalidated and not _watched(connection):
-        plan = plan_for(statement, connection.dialect, values.keys())
-    if plan is None or values.keys() != plan.keys or not plan.required <= plan.keys:
+    plan = _plan(connection, statement, values)
+    if plan is None:
         return [tuple(row) for row in connection.execute(statement, values)]
     dialect: Any = connection.dialect
     cursor = None
@@ -289,15 +304,11 @@ async def rows_async(
     """
     sync = connection.sync_connection
     driver = asyncpg_in_transaction(sync)
-    plan = None
-    if driver is not None and sync is not None and not _watched(sync):
-        plan = plan_for(statement, sync.dialect, values.keys())
-    if plan is None or sync is None or values.keys() != plan.keys or not plan.required <= plan.keys:
+    plan = None if driver is None or sync is None else _plan(sync, statement, values)
+    if plan is None or sync is None:
         return await connection.run_sync(rows, statement, values)
     parameters = plan.parameters(values)
     fetched = await awaited(sync, driver, driver.fetch(plan.sql, *parameters), plan.sql)
-    if not plan.results:
-        return [tuple(row) for row in fetched]
     return plan.processed(fetched)
 
 
@@ -316,8 +327,6 @@ class AsyncUnit:
         """Hold `connection` and `transaction` (asyncpg's, or ``None`` for SQLAlchemy's)."""
         self.connection = connection
         self._transaction = transaction
-        sync = connection.sync_connection
-        self._asyncpg = sync is not None and sync.dialect.driver == "asyncpg"
 
     async def commit(self) -> None:
         """Commit SQLAlchemy's savepoint or transaction, then asyncpg's transaction."""
@@ -349,7 +358,7 @@ class AsyncUnit:
     async def close(self) -> None:
         """Return the connection to the pool (on asyncpg, without a greenlet when it keeps it)."""
         sync = self.connection.sync_connection
-        if self._asyncpg and sync is not None and _kept(sync):
+        if sync is not None and _kept(sync):
             # Nothing to roll back on asyncpg's adapter and room in the pool: the reset and the
             # check-in do not await. A connection the pool closes instead (an overflow one, or
             # NullPool's) is closed in SQLAlchemy's greenlet.
@@ -359,12 +368,16 @@ class AsyncUnit:
 
 
 def _kept(connection: Connection) -> bool:
-    """Whether the pool keeps `connection` open when it is checked in, with nothing to undo."""
+    """Whether an asyncpg connection goes back to its pool open, with nothing to undo.
+
+    aiosqlite's adapter awaits even an empty rollback, so its connections never qualify.
+    """
     from sqlalchemy.pool import QueuePool  # noqa: PLC0415 - loaded with the engine already
 
     pool = connection.engine.pool
     return (
-        not connection.invalidated
+        connection.dialect.driver == "asyncpg"
+        and not connection.invalidated
         and not connection.in_transaction()
         and isinstance(pool, QueuePool)
         and pool.checkedin() < pool.size()
@@ -389,20 +402,20 @@ async def open_async_unit(engine: AsyncEngine) -> AsyncUnit:
     from appdb.engine import begin_statements  # noqa: PLC0415 - the operations load this module alone
 
     sync_engine = engine.sync_engine
-    if sync_engine.dialect.driver != "asyncpg":
-        # aiosqlite awaits in every call, the pool's pre-ping and reset included.
+    on_asyncpg = sync_engine.dialect.driver == "asyncpg"
+    connection = None
+    if on_asyncpg:
+        with contextlib.suppress(MissingGreenlet):
+            connection = AsyncConnection(engine, sync_engine.connect())
+    if connection is None:
+        # aiosqlite awaits in every call (the pool's pre-ping and reset included), and asyncpg
+        # when a connection is made or replaced: in SQLAlchemy's greenlet.
         connection = AsyncConnection(engine)
         await connection.start()
-    else:
-        try:
-            connection = AsyncConnection(engine, sync_engine.connect())
-        except MissingGreenlet:
-            connection = AsyncConnection(engine)
-            await connection.start()
     sync = connection.sync_connection
-    statements = begin_statements(sync_engine)
+    statements = begin_statements(sync_engine) if on_asyncpg else None
     try:
-        if sync is None or sync.dialect.driver != "asyncpg" or statements is None:
+        if sync is None or statements is None:
             await connection.begin()
             return AsyncUnit(connection, None)
         driver: Any = sync.connection.driver_connection

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from appdb import messages, users
 from appdb._accounts import find_login, hash_of, insert_account, record_login, validate_account
 from appdb._passwords import check_password, hash_password
-from appdb._sql import run_async
+from appdb._sql import dialect_name, run_async
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -134,7 +134,7 @@ async def touch_telegram_user(  # noqa: PLR0913 - the profile's fields, by name
         "is_premium": is_premium,
     }
     if as_row and not isinstance(session, AsyncSession):
-        query = users.touch_query(session.dialect.name, user_or_id, **profile)
+        query = users.touch_query(dialect_name(session), user_or_id, **profile)
         return await run_async(session, query)
     return await session.run_sync(_touch, user_or_id, **profile, as_row=as_row)
 
@@ -212,7 +212,7 @@ async def send_message(  # noqa: PLR0913 - the message's fields, by name
         "idempotency_key": idempotency_key,
     }
     if as_row and not isinstance(session, AsyncSession):
-        query = messages.send_message_query(session.dialect.name, **message)
+        query = messages.send_message_query(dialect_name(session), **message)
         sent = await run_async(session, query)
         if sent is not None:
             return sent

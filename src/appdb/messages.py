@@ -272,8 +272,6 @@ def _send_query(dialect: str, new: _NewMessage) -> Query[MessageRow | None]:
     inherit = new.parent_id is not None and new.conversation_id is None
     keyed = dialect if new.idempotency_key is not None else None
     statement = _send_row_statement(new.parent_id is not None, inherit, keyed)
-    # A row the INSERT saw was deleted by a transaction that committed before its foreign
-    # key check (PostgreSQL): the same error as if it had been missing all along.
     return Query(
         statement,
         new.model_dump(),
